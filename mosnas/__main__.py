@@ -1,0 +1,3 @@
+from mosnas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Parallel corpora, the shared subword vocabulary and token-bucketed batches."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+from torch import Tensor
+
+from mosnas.config import DataConfig
+from mosnas.errors import DataError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+def find_split(data_dir: str | Path, split: str, lang: str) -> Path:
+    """`{dir}/{split}.{lang}` or its `.gz`."""
+    base = Path(data_dir) / f"{split}.{lang}"
+    for path in (base, base.with_name(base.name + ".gz")):
+        if path.is_file():
+            return path
+    if not Path(data_dir).is_dir():
+        raise DataError(f"data directory not found: {data_dir} (set data.dir or --data)")
+    raise DataError(f"missing corpus file {base}[.gz] in {data_dir}")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a UTF-8 text file (gzip if it ends in .gz), without line breaks."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: invalid UTF-8 on line {line}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln.rstrip("\r") for ln in lines]
+
+
+def read_parallel(cfg: DataConfig, split: str, limit: int = 0) -> tuple[list[str], list[str]]:
+    """Source and target lines of a split; their line counts must match."""
+    src_path, tgt_path = find_split(cfg.dir, split, cfg.src_lang), find_split(cfg.dir, split, cfg.tgt_lang)
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, "
+                        f"{tgt_path} has {len(tgt)}")
+    if not src:
+        raise DataError(f"corpus split '{split}' is empty: {src_path}")
+    if limit:
+        src, tgt = src[:limit], tgt[:limit]
+    return src, tgt
+
+
+def train_tokenizer(lines: list[str], vocab_size: int, out_path: Path) -> spm.SentencePieceProcessor:
+    """Train one joint unigram sentencepiece model on both sides of the training split."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(tmp) / "train.txt"
+        text.write_text("\n".join(ln for ln in lines if ln.strip()) + "\n", encoding="utf-8")
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(text), model_prefix=str(Path(tmp) / "spm"), vocab_size=vocab_size,
+                model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
+                pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, num_threads=1,
+                input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=200_000,
+                minloglevel=2,
+            )
+        except RuntimeError as e:
+            raise DataError(f"sentencepiece training failed: {e}") from None
+        partial = out_path.with_name(out_path.name + ".tmp")
+        shutil.copyfile(Path(tmp) / "spm.model", partial)
+        partial.replace(out_path)  # atomic: a killed run never leaves half a model behind
+    return load_tokenizer(out_path)
+
+
+def load_tokenizer(path: str | Path) -> spm.SentencePieceProcessor:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"subword model not found: {path}")
+    return spm.SentencePieceProcessor(model_file=str(path))
+
+
+def encode(sp: spm.SentencePieceProcessor, lines: list[str]) -> list[list[int]]:
+    """Subword ids of each line, ending with EOS."""
+    return [ids + [EOS] for ids in sp.encode(lines)]
+
+
+@dataclass
+class Batch:
+    src: Tensor  # (B, S), padded with PAD
+    prev: Tensor  # (B, T): BOS + target[:-1]
+    target: Tensor  # (B, T): target ids ending with EOS, padded with PAD
+    indices: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.target.ne(PAD).sum())
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.src.to(device), self.prev.to(device), self.target.to(device), self.indices)
+
+
+def pad_batch(seqs: list[list[int]], first: int | None = None) -> Tensor:
+    width = max(len(s) for s in seqs) + (first is not None)
+    out = torch.full((len(seqs), width), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        row = ([first] if first is not None else []) + s
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+class ParallelData:
+    """Encoded sentence pairs with deterministic token-bucketed batches per epoch."""
+
+    def __init__(self, src: list[list[int]], tgt: list[list[int]], max_tokens: int, seed: int = 1):
+        self.src, self.tgt, self.max_tokens, self.seed = src, tgt, max_tokens, seed
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def batches(self, epoch: int, shuffle: bool = True) -> list[list[int]]:
+        """Index batches of similar length, each at most `max_tokens` padded tokens; the order
+        depends only on (seed, epoch), so a resumed run sees exactly the same batches."""
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        order = list(range(len(self.src)))
+        if shuffle:
+            rng.shuffle(order)  # random tie-break among equal lengths
+        order.sort(key=lambda i: (len(self.tgt[i]), len(self.src[i])))
+        batches, current, width = [], [], 0
+        for i in order:
+            w = max(width, len(self.src[i]), len(self.tgt[i]) + 1)
+            if current and w * (len(current) + 1) > self.max_tokens:
+                batches.append(current)
+                current, w = [], max(len(self.src[i]), len(self.tgt[i]) + 1)
+            current.append(i)
+            width = w
+        if current:
+            batches.append(current)
+        if shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def collate(self, indices: list[int]) -> Batch:
+        tgt = [self.tgt[i] for i in indices]
+        return Batch(pad_batch([self.src[i] for i in indices]), pad_batch([t[:-1] for t in tgt], first=BOS),
+                     pad_batch(tgt), indices)
+
+
+def load_parallel(cfg: DataConfig, split: str, sp: spm.SentencePieceProcessor, limit: int = 0,
+                  max_len: int = 0, seed: int = 1) -> tuple[ParallelData, int]:
+    """Encode a split; with `max_len`, drop pairs longer than it. Also returns how many were dropped
+    (empty lines are always dropped from training data)."""
+    src_lines, tgt_lines = read_parallel(cfg, split, limit)
+    src_ids, tgt_ids = encode(sp, src_lines), encode(sp, tgt_lines)
+    keep = [
+        i for i in range(len(src_ids))
+        if src_lines[i].strip() and tgt_lines[i].strip()
+        and (not max_len or (len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len))
+    ]
+    if not keep:
+        raise DataError(f"no usable sentence pairs in split '{split}' of {cfg.dir}")
+    data = ParallelData([src_ids[i] for i in keep], [tgt_ids[i] for i in keep], cfg.max_tokens, seed)
+    return data, len(src_ids) - len(keep)

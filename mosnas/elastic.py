@@ -1,0 +1,142 @@
+"""Weight generators: the Mixture-of-Supernets idea in one file.
+
+A generator owns every tensor of the supernet at its largest size and, for one architecture,
+produces each dense tensor of that architecture's size:
+
+- shared (HAT / SuperShaper): the top-left slice `E[:out, :in]` of one matrix.
+- layer (layer-wise MoS): `m` experts per tensor and, per Transformer layer, a router
+  `R(a) = W2 relu(W1 a + b1) + b2`; `alpha = softmax(R(a))`; `W = sum_k alpha_k E_k[:out, :in]`.
+  One alpha per layer serves that layer's fc1 and fc2 (and attention, when mixed).
+- neuron (neuron-wise MoS): one router per linear with `m * out_max` outputs laid out
+  neuron-major, so that neuron i owns logits `[i*m, (i+1)*m)`; slicing the first `m * out`
+  logits for a narrower layer keeps every remaining neuron's own logits (an expert-major
+  layout would silently hand neuron i another neuron's logits). `W[i] = sum_k beta[i,k] E_k[i, :in]`.
+
+Routing is dense and depends only on the arch embedding `a`, so for a fixed arch the mixture is a
+constant and collapses into one dense matrix (see `Supernet.export`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_FFN = re.compile(r"^((?:encoder|decoder)_layers\.\d+)\.(fc1|fc2)\.(weight|bias)$")
+_ATTN = re.compile(r"^((?:encoder|decoder)_layers\.\d+)\.((?:self|cross)_attn\.(?:q|k|v|out)_proj)\.(weight|bias)$")
+
+
+def mixed_group(name: str, mos_attention: bool) -> tuple[str, str] | None:
+    """(layer, linear) that owns tensor `name` if it is mixed by MoS, else None."""
+    m = _FFN.match(name) or (_ATTN.match(name) if mos_attention else None)
+    if m is None:
+        return None
+    return m.group(1), f"{m.group(1)}.{m.group(2)}"
+
+
+def top_left(t: Tensor, shape: tuple[int, ...], lead: int = 0) -> Tensor:
+    """The top-left `shape` slice of `t`, keeping its first `lead` dims whole."""
+    return t[(slice(None),) * lead + tuple(slice(0, s) for s in shape)]
+
+
+def _key(name: str) -> str:  # module and parameter names may not contain '.'
+    return name.replace(".", "__")
+
+
+class Router(nn.Module):
+    """arch embedding -> logits. The output layer starts at zero, so every arch starts with a
+    uniform mixture and the router learns to tell archs apart (with `copy` init, MoS then starts
+    exactly as plain weight sharing)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(a)))
+
+
+class WeightGenerator(nn.Module):
+    """Max-size tensors (+ experts and routers for MoS) -> an arch's dense tensors."""
+
+    def __init__(self, max_shapes: dict[str, tuple[int, ...]], generator: str, num_experts: int,
+                 router_hidden: int, embed_dim: int, mos_attention: bool = False):
+        super().__init__()
+        if generator not in ("shared", "layer", "neuron"):
+            raise ValueError(f"unknown generator {generator!r}")
+        self.generator, self.num_experts, self.mos_attention = generator, num_experts, mos_attention
+        self.max_shapes = dict(max_shapes)
+        self.shared = nn.ParameterDict()
+        self.experts = nn.ParameterDict()  # (m, *max_shape) each
+        self.routers = nn.ModuleDict()
+        for name, shape in max_shapes.items():
+            group = mixed_group(name, mos_attention) if generator != "shared" else None
+            if group is None:
+                self.shared[_key(name)] = nn.Parameter(torch.zeros(shape))
+                continue
+            self.experts[_key(name)] = nn.Parameter(torch.zeros(num_experts, *shape))
+            layer, linear = group
+            if generator == "layer" and _key(layer) not in self.routers:
+                self.routers[_key(layer)] = Router(embed_dim, router_hidden, num_experts)
+            if generator == "neuron" and _key(linear) not in self.routers:
+                out_max = max_shapes[f"{linear}.weight"][0]
+                self.routers[_key(linear)] = Router(embed_dim, router_hidden, num_experts * out_max)
+
+    def is_mixed(self, name: str) -> bool:
+        return _key(name) in self.experts
+
+    @torch.no_grad()
+    def load_dense(self, tensors: dict[str, Tensor], experts: str | int = "all") -> None:
+        """Copy dense tensors (any size up to max) into the top-left of the max tensors;
+        mixed tensors go to every expert (`'all'`) or to expert `k` only."""
+        for name, value in tensors.items():
+            key = _key(name)
+            if key in self.shared:
+                top_left(self.shared[key], tuple(value.shape)).copy_(value)
+            elif key in self.experts:
+                target = self.experts[key]
+                rows = range(self.num_experts) if experts == "all" else [int(experts)]
+                for k in rows:
+                    top_left(target[k], tuple(value.shape)).copy_(value)
+            else:
+                raise KeyError(name)
+
+    def mixing(self, a: Tensor, name: str, out: int | None = None) -> Tensor:
+        """Mixing weights for tensor `name`: (m,) layer-wise or (out, m) neuron-wise."""
+        layer, linear = mixed_group(name, self.mos_attention)  # type: ignore[misc]
+        m = self.num_experts
+        if self.generator == "layer":
+            return self.routers[_key(layer)](a).softmax(-1)
+        logits = self.routers[_key(linear)](a)
+        out = out if out is not None else self.max_shapes[f"{linear}.weight"][0]
+        # neuron-major layout: neuron i owns logits [i*m, (i+1)*m), so a prefix slice keeps them.
+        return logits[: m * out].view(out, m).softmax(-1)
+
+    def forward(self, a: Tensor, shapes: dict[str, tuple[int, ...]], source: dict[str, str]) -> dict[str, Tensor]:
+        """Tensors of the given shapes; `source[name]` names the max tensor each one slices."""
+        weights: dict[str, Tensor] = {}
+        cache: dict[str, Tensor] = {}  # router outputs, computed once per layer / linear
+        for name, shape in shapes.items():
+            src = source[name]
+            key = _key(src)
+            if key in self.shared:
+                weights[name] = top_left(self.shared[key], shape)
+                continue
+            experts = top_left(self.experts[key], shape, lead=1)  # (m, out, [in])
+            layer, linear = mixed_group(src, self.mos_attention)  # type: ignore[misc]
+            if self.generator == "layer":
+                if layer not in cache:
+                    cache[layer] = self.mixing(a, src)
+                coef = cache[layer].view(-1, *([1] * len(shape)))  # (m, 1, [1])
+            else:
+                if linear not in cache:
+                    cache[linear] = self.mixing(a, src, out=self.max_shapes[f"{linear}.weight"][0])
+                beta = cache[linear][: shape[0]]  # (out, m): first `out` neurons keep their own logits
+                coef = beta.t().reshape(self.num_experts, shape[0], *([1] * (len(shape) - 1)))
+            weights[name] = (coef * experts).sum(0)
+        return weights

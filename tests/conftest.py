@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mosnas.config import SupernetConfig, load_config
+from mosnas.models.supernet import Supernet
+from mosnas.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "multi30k"
+TINY_SPACE = ROOT / "configs" / "spaces" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _chdir_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # configs name paths relative to the repository root
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def space():
+    return load_space(TINY_SPACE)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides: str):
+        return load_config(ROOT / "configs" / "tiny.yaml", [f"out_dir={tmp_path}", f"data.dir={DATA}", *overrides])
+    return make
+
+
+def make_supernet(space, generator="neuron", vocab=100, **kw) -> Supernet:
+    kw.setdefault("router_hidden", 16)
+    kw.setdefault("dropout", 0.0)
+    return Supernet(space, vocab, SupernetConfig(generator=generator, **kw))
+
+
+class SpmModel:
+    def __init__(self, path: Path):
+        from mosnas.data import load_tokenizer
+
+        self.path = path
+        self.processor = load_tokenizer(path)
+        self.vocab = self.processor.get_piece_size()
+
+
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory) -> SpmModel:
+    """A real sentencepiece model trained on the first 500 Multi30k training pairs."""
+    from mosnas.config import DataConfig
+    from mosnas.data import read_parallel, train_tokenizer
+
+    src, tgt = read_parallel(DataConfig(dir=str(DATA)), "train", limit=500)
+    path = tmp_path_factory.mktemp("spm") / "spm.model"
+    train_tokenizer(src + tgt, 200, path)
+    return SpmModel(path)

@@ -1,0 +1,136 @@
+"""The MoS generators: reductions, gradients, routing, layout."""
+
+import random
+
+import pytest
+import torch
+
+from mosnas.elastic import Router, WeightGenerator, _key
+from tests.conftest import make_supernet
+
+
+def _copy_shared_into_experts(shared_net, mos_net):
+    """Give an m=1 MoS supernet exactly the shared supernet's tensors."""
+    dense = {n.replace("__", "."): p.detach() for n, p in shared_net.generator.shared.items()}
+    mos_net.generator.load_dense(dense, experts="all")
+
+
+@pytest.mark.parametrize("generator", ["layer", "neuron"])
+def test_one_expert_equals_shared_bit_for_bit(space, generator):
+    shared = make_supernet(space, "shared")
+    mos = make_supernet(space, generator, num_experts=1)
+    _copy_shared_into_experts(shared, mos)
+    # Random routers: with one expert the softmax is exactly 1 whatever the logits are.
+    for r in mos.generator.routers.values():
+        torch.nn.init.normal_(r.fc2.weight)
+    rng = random.Random(0)
+    src, prev = torch.randint(4, 100, (3, 7)), torch.randint(4, 100, (3, 6))
+    for _ in range(5):
+        arch = space.sample(rng)
+        ws, wm = shared.weights(arch), mos.weights(arch)
+        assert ws.keys() == wm.keys()
+        for name in ws:
+            assert torch.equal(ws[name], wm[name]), name
+        assert torch.equal(shared.eval()(src, prev, arch), mos.eval()(src, prev, arch))
+
+
+@pytest.mark.parametrize("generator", ["layer", "neuron"])
+def test_gradients_reach_every_expert_and_router(space, generator):
+    net = make_supernet(space, generator, num_experts=3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    src, prev = torch.randint(4, 100, (2, 5)), torch.randint(4, 100, (2, 4))
+    arch = space.largest()
+    for step in range(2):
+        opt.zero_grad()
+        net(src, prev, arch).logsumexp(-1).mean().backward()
+        for name, p in net.generator.experts.items():
+            for k in range(3):
+                assert p.grad[k].abs().sum() > 0, f"expert {k} of {name} got no gradient"
+        for name, r in net.generator.routers.items():
+            assert r.fc2.weight.grad.abs().sum() > 0, name
+            if step == 1:  # the output layer starts at zero, so the first layer learns from step 2 on
+                assert r.fc1.weight.grad.abs().sum() > 0, name
+        opt.step()
+
+
+@pytest.mark.parametrize("generator", ["layer", "neuron"])
+def test_training_makes_archs_mix_differently(space, generator):
+    net = make_supernet(space, generator)
+    name = "decoder_layers.0.fc1.weight"
+    big, small = net.embed(space.largest()), net.embed(space.smallest())
+    # Uniform at the start (zero-initialized router outputs) ...
+    assert torch.allclose(net.generator.mixing(big, name), net.generator.mixing(small, name))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    src, prev, tgt = torch.randint(4, 100, (4, 6)), torch.randint(4, 100, (4, 5)), torch.randint(4, 100, (4, 5))
+    for _ in range(5):
+        opt.zero_grad()
+        for arch in (space.largest(), space.smallest()):
+            torch.nn.functional.cross_entropy(net(src, prev, arch).flatten(0, 1), tgt.flatten()).backward()
+        opt.step()
+    # ... and arch-dependent after a few steps.
+    a, b = net.generator.mixing(big, name), net.generator.mixing(small, name)
+    assert (a - b).abs().max() > 1e-4
+    assert torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)))
+
+
+def test_neuron_router_slicing_keeps_each_neurons_logits():
+    m, out_max, out = 3, 8, 5
+    gen = WeightGenerator({"encoder_layers.0.fc1.weight": (out_max, 4), "encoder_layers.0.fc1.bias": (out_max,),
+                           "encoder_layers.0.fc2.weight": (4, out_max), "encoder_layers.0.fc2.bias": (4,)},
+                          "neuron", m, 8, 10)
+    router = gen.routers[_key("encoder_layers.0.fc1")]
+    torch.nn.init.normal_(router.fc2.weight)
+    torch.nn.init.normal_(router.fc2.bias)
+    a = torch.rand(10)
+    full = router(a).view(out_max, m)  # neuron-major: row i = neuron i's m logits
+    narrow = gen.mixing(a, "encoder_layers.0.fc1.weight", out=out)
+    assert torch.allclose(narrow, full[:out].softmax(-1))
+    # An expert-major reading of the same logits would pair neuron 1 with other logits:
+    expert_major = router(a).view(m, out_max).t()[:out].softmax(-1)
+    assert not torch.allclose(narrow, expert_major)
+    # And the generated weight row i mixes the experts with neuron i's coefficients.
+    E = gen.experts[_key("encoder_layers.0.fc1.weight")]
+    with torch.no_grad():
+        E.normal_()
+    w = gen(a, {"encoder_layers.0.fc1.weight": (out, 3)}, {"encoder_layers.0.fc1.weight": "encoder_layers.0.fc1.weight"})
+    i = 4
+    expected = sum(narrow[i, k] * E[k, i, :3] for k in range(m))
+    assert torch.allclose(w["encoder_layers.0.fc1.weight"][i], expected, atol=1e-6)
+
+
+def test_router_starts_uniform():
+    r = Router(10, 16, 4)
+    assert torch.equal(r(torch.rand(10)), torch.zeros(4))
+
+
+def test_expert_init_copy_vs_independent(space):
+    copy = make_supernet(space, "layer", expert_init="copy")
+    indep = make_supernet(space, "layer", expert_init="independent")
+    for name, p in copy.generator.experts.items():
+        if name.endswith("weight"):
+            assert torch.equal(p[0], p[1]), name
+            assert not torch.equal(indep.generator.experts[name][0], indep.generator.experts[name][1]), name
+
+
+def test_pretrained_first_loads_expert_zero(space, tmp_path):
+    from safetensors.torch import save_file
+
+    dense = make_supernet(space, "shared").export(space.largest())
+    path = tmp_path / "dense.safetensors"
+    save_file(dict(dense.state_dict()), str(path))
+    net = make_supernet(space, "neuron", expert_init="pretrained-first", pretrained=str(path))
+    e = net.generator.experts[_key("encoder_layers.1.fc2.weight")]
+    assert torch.equal(e[0], dense.encoder_layers[1].fc2.weight)
+    assert not torch.equal(e[1], dense.encoder_layers[1].fc2.weight)
+    # With a pretrained expert 0 and `copy`, every expert is the pretrained tensor.
+    net = make_supernet(space, "neuron", expert_init="copy", pretrained=str(path))
+    assert torch.equal(net.generator.experts[_key("encoder_layers.1.fc2.weight")][1], dense.encoder_layers[1].fc2.weight)
+
+
+def test_ffn_only_by_default_attention_optional(space):
+    default = make_supernet(space, "layer")
+    names = {k.replace("__", ".") for k in default.generator.experts}
+    assert names and all(".fc1." in n or ".fc2." in n for n in names)
+    with_attn = make_supernet(space, "layer", mos_attention=True)
+    assert any("self_attn.q_proj" in k.replace("__", ".") for k in with_attn.generator.experts)
+    assert not any("embed" in k or "norm" in k for k in with_attn.generator.experts)
