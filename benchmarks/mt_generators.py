@@ -25,8 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def mosnas_run(name: str, overrides: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mosnas", "run", str(CONFIG), f"name={name}", f"out_dir={RUNS}", *overrides,
-           "--quiet"]
+    cmd = [sys.executable, "-m", "mosnas", "run", str(CONFIG), f"name={name}", f"out_dir={RUNS}", *overrides, "--quiet"]
     log = open(RUNS / f"{name}.log", "a")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -52,41 +51,79 @@ def main() -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     gens = ["shared", "layer", "neuron"]
     for i in range(0, len(gens), args.parallel):
-        wait_all({g: mosnas_run(f"bench-{g}", [f"supernet.generator={g}", f"train.max_minutes={args.minutes}"])
-                  for g in gens[i: i + args.parallel]})
+        wait_all(
+            {
+                g: mosnas_run(f"bench-{g}", [f"supernet.generator={g}", f"train.max_minutes={args.minutes}"])
+                for g in gens[i : i + args.parallel]
+            }
+        )
     results = {g: json.loads((RUNS / f"bench-{g}" / "results.json").read_text()) for g in gens}
     steps = results["shared"]["steps"]
     # The reference: a plain dense Transformer of the largest arch (the shared generator trained on
     # the largest arch only has exactly a dense model's parameters), same number of steps.
-    wait_all({"dense": mosnas_run("bench-dense", [
-        "supernet.generator=shared", "train.sampling=fixed", "train.fixed_arch=largest",
-        f"train.max_steps={steps}", "train.max_minutes=0", "eval.archs=[largest]"])})
+    wait_all(
+        {
+            "dense": mosnas_run(
+                "bench-dense",
+                [
+                    "supernet.generator=shared",
+                    "train.sampling=fixed",
+                    "train.fixed_arch=largest",
+                    f"train.max_steps={steps}",
+                    "train.max_minutes=0",
+                    "eval.archs=[largest]",
+                ],
+            )
+        }
+    )
     results["dense"] = json.loads((RUNS / "bench-dense" / "results.json").read_text())
 
     rows, table = [], []
     for name, res in results.items():
         for r in res["results"]:
-            row = {"run": name, "arch": r["arch_name"], "steps": res["steps"],
-                   "s_per_step": round(step_time(RUNS / f"bench-{name}"), 3), "parameters": r["parameters"],
-                   "bleu": r["bleu"], "chrf": r["chrf"]}
+            row = {
+                "run": name,
+                "arch": r["arch_name"],
+                "steps": res["steps"],
+                "s_per_step": round(step_time(RUNS / f"bench-{name}"), 3),
+                "parameters": r["parameters"],
+                "bleu": r["bleu"],
+                "chrf": r["chrf"],
+            }
             rows.append(row)
-            table.append(f"| {name} | {r['arch_name']} | {row['parameters']:,} | {row['steps']} | "
-                         f"{row['s_per_step']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} |")
+            table.append(
+                f"| {name} | {r['arch_name']} | {row['parameters']:,} | {row['steps']} | "
+                f"{row['s_per_step']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} |"
+            )
     sig = results["shared"]["results"][0]
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "minutes_per_generator": args.minutes,
-            "parallel_runs": args.parallel, "config": str(CONFIG.relative_to(ROOT)),
-            "bleu_signature": sig["bleu_signature"], "chrf_signature": sig["chrf_signature"]}
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "minutes_per_generator": args.minutes,
+        "parallel_runs": args.parallel,
+        "config": str(CONFIG.relative_to(ROOT)),
+        "bleu_signature": sig["bleu_signature"],
+        "chrf_signature": sig["chrf_signature"],
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mt_generators.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = [
-        "# Weight generators on Multi30k En->De (test_2016_flickr)", "",
+        "# Weight generators on Multi30k En->De (test_2016_flickr)",
+        "",
         f"Date {meta['date']}; machine `{meta['machine']}`; config `{meta['config']}`; "
         f"{args.minutes:g} min training wall budget per generator, {args.parallel} runs at once on the "
         "machine's cores (1 thread each); `dense` = the largest arch trained alone for the shared run's steps.",
-        "", "| run | subnet | parameters | steps | s/step | BLEU | chrF |", "|---|---|---:|---:|---:|---:|---:|",
-        *table, "", f"BLEU signature: `{meta['bleu_signature']}`", "", f"chrF signature: `{meta['chrf_signature']}`",
-        "", "s/step is measured inside each run while the runs shared the CPU; see `step_time.md` for a "
+        "",
+        "| run | subnet | parameters | steps | s/step | BLEU | chrF |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *table,
+        "",
+        f"BLEU signature: `{meta['bleu_signature']}`",
+        "",
+        f"chrF signature: `{meta['chrf_signature']}`",
+        "",
+        "s/step is measured inside each run while the runs shared the CPU; see `step_time.md` for a "
         "side-by-side ratio of the generators' step cost.",
     ]
     (RESULTS / "mt_generators.md").write_text("\n".join(md) + "\n")

@@ -53,8 +53,9 @@ def main() -> None:
     nets, opts = {}, {}
     for gen in ("shared", "layer", "neuron"):
         torch.manual_seed(0)
-        nets[gen] = Supernet(space, sp.get_piece_size(), cfg.supernet.__class__(**{**cfg.supernet.__dict__,
-                                                                                 "generator": gen}))
+        nets[gen] = Supernet(
+            space, sp.get_piece_size(), cfg.supernet.__class__(**{**cfg.supernet.__dict__, "generator": gen})
+        )
         opts[gen] = torch.optim.AdamW(nets[gen].parameters(), lr=1e-4)
     runs = {"shared": "sandwich", "layer": "sandwich", "neuron": "sandwich", "dense-largest": "fixed"}
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -70,22 +71,42 @@ def main() -> None:
             if i > 0:  # the first round is warm-up
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    rows = [{"run": k, "median_s_per_step": round(v, 3), "ratio_to_shared": round(v / med["shared"], 3),
-             "parameters": sum(p.numel() for p in nets["shared" if k == "dense-largest" else k].parameters())}
-            for k, v in med.items()]
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "threads": args.threads, "bf16": bool(args.bf16),
-            "repeats": args.repeats, "batch_max_tokens": cfg.data.max_tokens, "torch": torch.__version__}
+    rows = [
+        {
+            "run": k,
+            "median_s_per_step": round(v, 3),
+            "ratio_to_shared": round(v / med["shared"], 3),
+            "parameters": sum(p.numel() for p in nets["shared" if k == "dense-largest" else k].parameters()),
+        }
+        for k, v in med.items()
+    ]
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "bf16": bool(args.bf16),
+        "repeats": args.repeats,
+        "batch_max_tokens": cfg.data.max_tokens,
+        "torch": torch.__version__,
+    }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "step_time.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = ["# Training-step time per weight generator (side by side, one process)", "",
-          f"Date {meta['date']}; `{meta['machine']}`; {args.threads} threads; bf16 autocast {meta['bf16']}; "
-          f"median of {args.repeats} real Multi30k batches (<= {cfg.data.max_tokens} tokens); a step = largest + "
-          "smallest + 1 random arch (sandwich), forward + backward + AdamW; `dense-largest` = the largest arch alone.",
-          "", "| run | supernet parameters | median s/step | ratio to shared |", "|---|---:|---:|---:|"]
-    md += [f"| {r['run']} | {r['parameters']:,} | {r['median_s_per_step']:.3f} | {r['ratio_to_shared']:.2f} |"
-           for r in rows]
+    md = [
+        "# Training-step time per weight generator (side by side, one process)",
+        "",
+        f"Date {meta['date']}; `{meta['machine']}`; {args.threads} threads; bf16 autocast {meta['bf16']}; "
+        f"median of {args.repeats} real Multi30k batches (<= {cfg.data.max_tokens} tokens); a step = largest + "
+        "smallest + 1 random arch (sandwich), forward + backward + AdamW; `dense-largest` = the largest arch alone.",
+        "",
+        "| run | supernet parameters | median s/step | ratio to shared |",
+        "|---|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['run']} | {r['parameters']:,} | {r['median_s_per_step']:.3f} | {r['ratio_to_shared']:.2f} |"
+        for r in rows
+    ]
     (out / "step_time.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -80,8 +80,9 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    state: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], keep_last: int
+) -> Path:
     """Write `run_dir/checkpoints/ckpt-STEP` atomically and keep only the newest `keep_last`."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -94,8 +95,14 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch
     model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(model_sd, str(tmp / "model.safetensors"))
     save_file({**opt_tensors, **rng_tensors}, str(tmp / "optimizer.safetensors"))
-    meta = {"format": FORMAT, "step": step, **state, "optimizer": opt_rest, "rng": rng_meta,
-            "sha256": {n: _sha256(tmp / n) for n in ("model.safetensors", "optimizer.safetensors")}}
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        **state,
+        "optimizer": opt_rest,
+        "rng": rng_meta,
+        "sha256": {n: _sha256(tmp / n) for n in ("model.safetensors", "optimizer.safetensors")},
+    }
     (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
         _fsync(tmp / name)

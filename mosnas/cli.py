@@ -112,8 +112,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run = load_run(args.run)
         arch = run.space.parse_arch(args.arch)
-        name = args.arch if args.arch in ("largest", "smallest") else Path(args.arch).stem if not \
-            args.arch.lstrip().startswith("{") else "arch"
+        name = (
+            args.arch
+            if args.arch in ("largest", "smallest")
+            else Path(args.arch).stem
+            if not args.arch.lstrip().startswith("{")
+            else "arch"
+        )
         out = export_arch(run, arch, args.out or Path(args.run) / "export" / name)
         print(f"exported {json.loads((out / 'export.json').read_text())['parameters']:,} parameters to {out}")
         return 0
@@ -127,8 +132,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mosnas.decode import translate
 
         lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
-        for line in translate(model, tok, lines, decode.beam, decode.lenpen, decode.max_len_a, decode.max_len_b,
-                              decode.batch_size):
+        for line in translate(
+            model, tok, lines, decode.beam, decode.lenpen, decode.max_len_a, decode.max_len_b, decode.batch_size
+        ):
             print(line)
         return 0
     from mosnas.evaluate import evaluate_model

@@ -9,8 +9,9 @@ def _linear(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
-def count_parameters(arch: Arch, qkv_dim: int, vocab_size: int, share_all_embeddings: bool,
-                     prenorm: bool = True) -> int:
+def count_parameters(
+    arch: Arch, qkv_dim: int, vocab_size: int, share_all_embeddings: bool, prenorm: bool = True
+) -> int:
     """Parameters of the dense Transformer of `arch` (the exported model), embeddings included."""
     e, d, q = arch.encoder_embed_dim, arch.decoder_embed_dim, qkv_dim
     total = vocab_size * e if share_all_embeddings else vocab_size * (e + d)

@@ -55,8 +55,7 @@ def read_parallel(cfg: DataConfig, split: str, limit: int = 0) -> tuple[list[str
     src_path, tgt_path = find_split(cfg.dir, split, cfg.src_lang), find_split(cfg.dir, split, cfg.tgt_lang)
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
-        raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, "
-                        f"{tgt_path} has {len(tgt)}")
+        raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}")
     if not src:
         raise DataError(f"corpus split '{split}' is empty: {src_path}")
     if limit:
@@ -72,10 +71,20 @@ def train_tokenizer(lines: list[str], vocab_size: int, out_path: Path) -> spm.Se
         text.write_text("\n".join(ln for ln in lines if ln.strip()) + "\n", encoding="utf-8")
         try:
             spm.SentencePieceTrainer.train(
-                input=str(text), model_prefix=str(Path(tmp) / "spm"), vocab_size=vocab_size,
-                model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
-                pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, num_threads=1,
-                input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=200_000,
+                input=str(text),
+                model_prefix=str(Path(tmp) / "spm"),
+                vocab_size=vocab_size,
+                model_type="unigram",
+                character_coverage=1.0,
+                hard_vocab_limit=False,
+                pad_id=PAD,
+                unk_id=UNK,
+                bos_id=BOS,
+                eos_id=EOS,
+                num_threads=1,
+                input_sentence_size=2_000_000,
+                shuffle_input_sentence=True,
+                seed_sentencepiece_size=200_000,
                 minloglevel=2,
             )
         except RuntimeError as e:
@@ -155,19 +164,26 @@ class ParallelData:
 
     def collate(self, indices: list[int]) -> Batch:
         tgt = [self.tgt[i] for i in indices]
-        return Batch(pad_batch([self.src[i] for i in indices]), pad_batch([t[:-1] for t in tgt], first=BOS),
-                     pad_batch(tgt), indices)
+        return Batch(
+            pad_batch([self.src[i] for i in indices]),
+            pad_batch([t[:-1] for t in tgt], first=BOS),
+            pad_batch(tgt),
+            indices,
+        )
 
 
-def load_parallel(cfg: DataConfig, split: str, sp: spm.SentencePieceProcessor, limit: int = 0,
-                  max_len: int = 0, seed: int = 1) -> tuple[ParallelData, int]:
+def load_parallel(
+    cfg: DataConfig, split: str, sp: spm.SentencePieceProcessor, limit: int = 0, max_len: int = 0, seed: int = 1
+) -> tuple[ParallelData, int]:
     """Encode a split; with `max_len`, drop pairs longer than it. Also returns how many were dropped
     (empty lines are always dropped from training data)."""
     src_lines, tgt_lines = read_parallel(cfg, split, limit)
     src_ids, tgt_ids = encode(sp, src_lines), encode(sp, tgt_lines)
     keep = [
-        i for i in range(len(src_ids))
-        if src_lines[i].strip() and tgt_lines[i].strip()
+        i
+        for i in range(len(src_ids))
+        if src_lines[i].strip()
+        and tgt_lines[i].strip()
         and (not max_len or (len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len))
     ]
     if not keep:

@@ -16,8 +16,9 @@ def _reorder(cache: list[dict], order: Tensor) -> None:
 
 
 @torch.no_grad()
-def beam_search(model: Transformer, src: Tensor, beam: int = 5, lenpen: float = 1.0, max_len_a: float = 1.2,
-                max_len_b: int = 10) -> list[list[int]]:
+def beam_search(
+    model: Transformer, src: Tensor, beam: int = 5, lenpen: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10
+) -> list[list[int]]:
     """Best hypothesis (token ids, without BOS/EOS) for each row of `src` (B, S).
 
     Scores are summed log-probabilities divided by length**lenpen (length counts EOS), as in
@@ -84,9 +85,17 @@ def beam_search(model: Transformer, src: Tensor, beam: int = 5, lenpen: float = 
     return out
 
 
-def translate(model: Transformer, tokenizer, lines: list[str], beam: int = 5, lenpen: float = 1.0,
-              max_len_a: float = 1.2, max_len_b: int = 10, batch_size: int = 64,
-              progress: bool = False) -> list[str]:
+def translate(
+    model: Transformer,
+    tokenizer,
+    lines: list[str],
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[str]:
     """Detokenized translations of raw `lines`, batched by source length (output in input order)."""
     from tqdm import tqdm
 
@@ -96,7 +105,7 @@ def translate(model: Transformer, tokenizer, lines: list[str], beam: int = 5, le
     ids = [x + [EOS] for x in tokenizer.encode(lines)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(lines)
-    chunks = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for chunk in tqdm(chunks, disable=not progress, desc="translate", dynamic_ncols=True):
         src = pad_batch([ids[i] for i in chunk]).to(device)
         for i, hyp in zip(chunk, beam_search(model, src, beam, lenpen, max_len_a, max_len_b)):

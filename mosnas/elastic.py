@@ -64,8 +64,15 @@ class Router(nn.Module):
 class WeightGenerator(nn.Module):
     """Max-size tensors (+ experts and routers for MoS) -> an arch's dense tensors."""
 
-    def __init__(self, max_shapes: dict[str, tuple[int, ...]], generator: str, num_experts: int,
-                 router_hidden: int, embed_dim: int, mos_attention: bool = False):
+    def __init__(
+        self,
+        max_shapes: dict[str, tuple[int, ...]],
+        generator: str,
+        num_experts: int,
+        router_hidden: int,
+        embed_dim: int,
+        mos_attention: bool = False,
+    ):
         super().__init__()
         if generator not in ("shared", "layer", "neuron"):
             raise ValueError(f"unknown generator {generator!r}")

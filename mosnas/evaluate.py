@@ -20,12 +20,25 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
         raise DataError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     bleu, chrf = BLEU(), CHRF()
     b, c = bleu.corpus_score(hypotheses, [references]), chrf.corpus_score(hypotheses, [references])
-    return {"bleu": round(b.score, 2), "chrf": round(c.score, 2), "bleu_signature": str(bleu.get_signature()),
-            "chrf_signature": str(chrf.get_signature()), "sentences": len(references)}
+    return {
+        "bleu": round(b.score, 2),
+        "chrf": round(c.score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+        "sentences": len(references),
+    }
 
 
-def evaluate_model(model, tokenizer, data: DataConfig, split: str, decode: DecodeConfig, limit: int = 0,
-                   out_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_model(
+    model,
+    tokenizer,
+    data: DataConfig,
+    split: str,
+    decode: DecodeConfig,
+    limit: int = 0,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Translate a split's source side and score it against its raw target side."""
     src = read_lines(find_split(data.dir, split, data.src_lang))
     ref = read_lines(find_split(data.dir, split, data.tgt_lang))
@@ -33,10 +46,25 @@ def evaluate_model(model, tokenizer, data: DataConfig, split: str, decode: Decod
         raise DataError(f"split '{split}': {len(src)} source lines but {len(ref)} references")
     if limit:
         src, ref = src[:limit], ref[:limit]
-    hyps = translate(model, tokenizer, src, decode.beam, decode.lenpen, decode.max_len_a, decode.max_len_b,
-                     decode.batch_size, progress=progress)
-    result = {"split": split, "data": str(data.dir), "pair": f"{data.src_lang}-{data.tgt_lang}",
-              "beam": decode.beam, "lenpen": decode.lenpen, **score(hyps, ref)}
+    hyps = translate(
+        model,
+        tokenizer,
+        src,
+        decode.beam,
+        decode.lenpen,
+        decode.max_len_a,
+        decode.max_len_b,
+        decode.batch_size,
+        progress=progress,
+    )
+    result = {
+        "split": split,
+        "data": str(data.dir),
+        "pair": f"{data.src_lang}-{data.tgt_lang}",
+        "beam": decode.beam,
+        "lenpen": decode.lenpen,
+        **score(hyps, ref),
+    }
     if out_dir is not None:
         out = Path(out_dir)
         (out / f"hyp.{split}.{data.tgt_lang}").write_text("\n".join(hyps) + "\n", encoding="utf-8")

@@ -18,8 +18,13 @@ from mosnas.space import Arch
 from mosnas.train import LoadedRun
 
 
-def save_model(model: Transformer, out_dir: str | Path, tokenizer_file: str | Path, arch: Arch | None = None,
-               info: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: Transformer,
+    out_dir: str | Path,
+    tokenizer_file: str | Path,
+    arch: Arch | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write `model.safetensors`, `config.json`, `spm.model` (+ `arch.json`, `export.json`)."""
     out = Path(out_dir)
     try:
@@ -34,8 +39,9 @@ def save_model(model: Transformer, out_dir: str | Path, tokenizer_file: str | Pa
         shutil.copyfile(tokenizer_file, out / "spm.model")
     if arch is not None:
         (out / "arch.json").write_text(json.dumps(arch.to_dict(), indent=1), encoding="utf-8")
-    (out / "export.json").write_text(json.dumps({"parameters": num_parameters(model), **(info or {})}, indent=1),
-                                     encoding="utf-8")
+    (out / "export.json").write_text(
+        json.dumps({"parameters": num_parameters(model), **(info or {})}, indent=1), encoding="utf-8"
+    )
     return out
 
 
@@ -60,10 +66,20 @@ def export_arch(run: LoadedRun, arch: Arch, out_dir: str | Path) -> Path:
     """Collapse `arch` out of a trained run and save it; the parameter count is checked against the arch."""
     run.space.validate(arch)
     model = run.net.export(arch)
-    expected = count_parameters(arch, run.space.qkv_dim, run.net.vocab_size, model.cfg.share_all_embeddings,
-                                model.cfg.prenorm)
+    expected = count_parameters(
+        arch, run.space.qkv_dim, run.net.vocab_size, model.cfg.share_all_embeddings, model.cfg.prenorm
+    )
     if num_parameters(model) != expected:  # a real invariant: the arch alone fixes the model's size
         raise RuntimeError(f"exported model has {num_parameters(model)} parameters, arch says {expected}")
-    return save_model(model, out_dir, run.run_dir / "spm.model", arch, {
-        "run": str(run.run_dir), "step": run.step, "generator": run.cfg.supernet.generator,
-        "num_experts": run.cfg.supernet.num_experts})
+    return save_model(
+        model,
+        out_dir,
+        run.run_dir / "spm.model",
+        arch,
+        {
+            "run": str(run.run_dir),
+            "step": run.step,
+            "generator": run.cfg.supernet.generator,
+            "num_experts": run.cfg.supernet.num_experts,
+        },
+    )

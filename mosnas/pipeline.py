@@ -23,8 +23,11 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     """Run the whole pipeline for `cfg`; a stopped run continues where it stopped."""
     t0 = time.perf_counter()
     run_dir = cfg.run_dir
-    log = json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1]) if (
-        not force and (run_dir / "train_log.jsonl").is_file()) else {}
+    log = (
+        json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1])
+        if (not force and (run_dir / "train_log.jsonl").is_file())
+        else {}
+    )
     budget_spent = bool(cfg.train.max_minutes) and log.get("elapsed_s", 0) >= cfg.train.max_minutes * 60
     if force or (_trained_steps(run_dir) < cfg.train.max_steps and not budget_spent):
         train(cfg, resume=not force, force=force, show_progress=progress)
@@ -42,9 +45,14 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         result = json.loads(result_file.read_text(encoding="utf-8"))
         info = json.loads((out / "export.json").read_text(encoding="utf-8"))
         rows.append({"arch_name": name, "arch": arch.to_dict(), "parameters": info["parameters"], **result})
-    results = {"name": cfg.name, "generator": cfg.supernet.generator, "steps": loaded.step,
-               "train_log_last": log or _last_log(run_dir), "results": rows,
-               "wall_s_this_call": round(time.perf_counter() - t0, 1)}
+    results = {
+        "name": cfg.name,
+        "generator": cfg.supernet.generator,
+        "steps": loaded.step,
+        "train_log_last": log or _last_log(run_dir),
+        "results": rows,
+        "wall_s_this_call": round(time.perf_counter() - t0, 1),
+    }
     (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     (run_dir / "summary.md").write_text(summary_markdown(results), encoding="utf-8")
     return results
@@ -63,11 +71,19 @@ def _last_log(run_dir: Path) -> dict[str, Any]:
 
 def summary_markdown(results: dict[str, Any]) -> str:
     rows = results["results"]
-    lines = [f"# {results['name']}: generator `{results['generator']}`, {results['steps']} steps", "",
-             "| arch | parameters | BLEU | chrF | split |", "|---|---:|---:|---:|---|"]
+    lines = [
+        f"# {results['name']}: generator `{results['generator']}`, {results['steps']} steps",
+        "",
+        "| arch | parameters | BLEU | chrF | split |",
+        "|---|---:|---:|---:|---|",
+    ]
     for r in rows:
         lines.append(f"| {r['arch_name']} | {r['parameters']:,} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['split']} |")
     if rows:
-        lines += ["", f"BLEU signature: `{rows[0]['bleu_signature']}`", "",
-                  f"chrF signature: `{rows[0]['chrf_signature']}`"]
+        lines += [
+            "",
+            f"BLEU signature: `{rows[0]['bleu_signature']}`",
+            "",
+            f"chrF signature: `{rows[0]['chrf_signature']}`",
+        ]
     return "\n".join(lines) + "\n"

@@ -206,9 +206,7 @@ class Space:
             decoder_ffn_dims=tuple(pick(self.decoder_ffn_dim) for _ in range(num_dec)),
             decoder_self_heads=tuple(pick(self.decoder_self_heads) for _ in range(num_dec)),
             decoder_cross_heads=tuple(pick(self.decoder_cross_heads) for _ in range(num_dec)),
-            decoder_spans=tuple(
-                pick(tuple(k for k in self.decoder_span if k <= num_enc)) for _ in range(num_dec)
-            ),
+            decoder_spans=tuple(pick(tuple(k for k in self.decoder_span if k <= num_enc)) for _ in range(num_dec)),
         )
 
     def sample(self, rng: random.Random) -> Arch:

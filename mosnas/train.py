@@ -29,8 +29,18 @@ from mosnas.models.supernet import Supernet
 from mosnas.space import Arch, Space, load_space
 
 # Keys that may change when a run is resumed (budgets and bookkeeping, not the model or data).
-RESUMABLE_KEYS = {"train.max_steps", "train.max_minutes", "train.log_every", "train.valid_every",
-                  "train.ckpt_every", "train.keep_last", "train.threads", "train.tensorboard", "decode", "eval"}
+RESUMABLE_KEYS = {
+    "train.max_steps",
+    "train.max_minutes",
+    "train.log_every",
+    "train.valid_every",
+    "train.ckpt_every",
+    "train.keep_last",
+    "train.threads",
+    "train.tensorboard",
+    "decode",
+    "eval",
+}
 
 
 def pick_device() -> torch.device:
@@ -41,13 +51,15 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def step_archs(space: Space, sampling: str, num_random: int, seed: int, step: int,
-               fixed: Arch | None = None) -> list[tuple[str, Arch]]:
+def step_archs(
+    space: Space, sampling: str, num_random: int, seed: int, step: int, fixed: Arch | None = None
+) -> list[tuple[str, Arch]]:
     """The archs trained at `step`; seeded by the step alone, so every rank and a resumed run agree."""
     rng = random.Random(seed * 1_000_003 + step)
     if sampling == "sandwich":
         return [("largest", space.largest()), ("smallest", space.smallest())] + [
-            ("random", space.sample(rng)) for _ in range(num_random)]
+            ("random", space.sample(rng)) for _ in range(num_random)
+        ]
     if sampling == "uniform":
         return [("random", space.sample(rng))]
     assert fixed is not None
@@ -56,14 +68,19 @@ def step_archs(space: Space, sampling: str, num_random: int, seed: int, step: in
 
 def token_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
     """Label-smoothed cross-entropy, mean over non-pad target tokens."""
-    return F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD,
-                           label_smoothing=smoothing, reduction="sum") / target.ne(PAD).sum()
+    return (
+        F.cross_entropy(
+            logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD, label_smoothing=smoothing, reduction="sum"
+        )
+        / target.ne(PAD).sum()
+    )
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """KL(teacher || student) per token (temperature 1), mean over non-pad tokens."""
-    kl = F.kl_div(student.float().log_softmax(-1), teacher.float().log_softmax(-1), log_target=True,
-                  reduction="none").sum(-1)
+    kl = F.kl_div(
+        student.float().log_softmax(-1), teacher.float().log_softmax(-1), log_target=True, reduction="none"
+    ).sum(-1)
     mask = target.ne(PAD)
     return (kl * mask).sum() / mask.sum()
 
@@ -78,8 +95,9 @@ def evaluate_loss(net: Supernet, data: ParallelData, arch: Arch, device: torch.d
         b = data.collate(idx).to(device)
         with autocast(device, bf16):
             logits = net(b.src, b.prev, arch)
-        total += F.cross_entropy(logits.float().flatten(0, 1), b.target.flatten(), ignore_index=PAD,
-                                 reduction="sum").item()
+        total += F.cross_entropy(
+            logits.float().flatten(0, 1), b.target.flatten(), ignore_index=PAD, reduction="sum"
+        ).item()
         count += b.num_tokens
     net.train(was_training)
     return total / count
@@ -87,26 +105,36 @@ def evaluate_loss(net: Supernet, data: ParallelData, arch: Arch, device: torch.d
 
 def lr_lambda(warmup: int):
     """Linear warm-up to the peak, then inverse square root decay."""
+
     def f(step: int) -> float:
         step = max(step, 1)
         return min(step / warmup, math.sqrt(warmup / step)) if warmup > 0 else 1.0
+
     return f
 
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def environment() -> dict[str, Any]:
-    return {"mosnas": mosnas.__version__, "git_commit": _git_commit(), "torch": torch.__version__,
-            "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
-            "cpu_count": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
-            else None, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "mosnas": mosnas.__version__,
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -132,11 +160,14 @@ def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
             for name in ("train_log.jsonl", "spm.model"):
                 (run_dir / name).unlink(missing_ok=True)
         elif changed:
-            raise ConfigError(f"{run_dir} holds a different run (changed: {', '.join(changed[:4])}); "
-                              "choose another name or pass --force to overwrite it")
+            raise ConfigError(
+                f"{run_dir} holds a different run (changed: {', '.join(changed[:4])}); "
+                "choose another name or pass --force to overwrite it"
+            )
         elif list_checkpoints(run_dir) and not resume:
-            raise ConfigError(f"{run_dir} already holds a trained run; pass --resume to continue it "
-                              "or --force to start over")
+            raise ConfigError(
+                f"{run_dir} already holds a trained run; pass --resume to continue it or --force to start over"
+            )
     elif run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise ConfigError(f"{run_dir} exists and is not a mosnas run; choose another name or pass --force")
     try:
@@ -178,8 +209,9 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a mosnas run folder (no config.yaml)")
     cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    space = Space.from_dict(yaml.safe_load((run_dir / "space.yaml").read_text(encoding="utf-8")),
-                            str(run_dir / "space.yaml"))
+    space = Space.from_dict(
+        yaml.safe_load((run_dir / "space.yaml").read_text(encoding="utf-8")), str(run_dir / "space.yaml")
+    )
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise CheckpointError(f"{run_dir} has no checkpoint yet (train it first)")
@@ -197,8 +229,10 @@ def _build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
 
 def _load_model(net: Supernet, sd: dict[str, torch.Tensor], meta: dict[str, Any], space: Space, path: Path) -> None:
     if meta.get("space") != space.to_dict():
-        raise CheckpointError(f"checkpoint {path} was trained on another search space "
-                              f"('{meta.get('space', {}).get('name')}', not '{space.name}')")
+        raise CheckpointError(
+            f"checkpoint {path} was trained on another search space "
+            f"('{meta.get('space', {}).get('name')}', not '{space.name}')"
+        )
     own = net.state_dict()
     bad = sorted(set(own) ^ set(sd)) or [k for k in own if own[k].shape != sd[k].shape]
     if bad:
@@ -239,9 +273,22 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     batches = train_data.batches(epoch)
 
     def checkpoint() -> Path:
-        return save_checkpoint(run_dir, step, net, opt, {
-            "epoch": epoch, "position": position, "elapsed": elapsed, "scheduler": sched.state_dict(),
-            "space": space.to_dict(), "config": cfg.to_dict(), "vocab_size": sp.get_piece_size()}, tc.keep_last)
+        return save_checkpoint(
+            run_dir,
+            step,
+            net,
+            opt,
+            {
+                "epoch": epoch,
+                "position": position,
+                "elapsed": elapsed,
+                "scheduler": sched.state_dict(),
+                "space": space.to_dict(),
+                "config": cfg.to_dict(),
+                "vocab_size": sp.get_piece_size(),
+            },
+            tc.keep_last,
+        )
 
     def log(record: dict[str, Any]) -> None:
         with open(log_path, "a", encoding="utf-8") as f:
@@ -252,12 +299,22 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                     writer.add_scalar(k, v, record["step"])
 
     if step == 0:
-        log({"step": 0, "event": "start", "train_pairs": len(train_data), "dropped_pairs": dropped,
-             "vocab_size": sp.get_piece_size(), "parameters": sum(p.numel() for p in net.parameters()),
-             "generator": cfg.supernet.generator, "device": str(device)})
+        log(
+            {
+                "step": 0,
+                "event": "start",
+                "train_pairs": len(train_data),
+                "dropped_pairs": dropped,
+                "vocab_size": sp.get_piece_size(),
+                "parameters": sum(p.numel() for p in net.parameters()),
+                "generator": cfg.supernet.generator,
+                "device": str(device),
+            }
+        )
     net.train()
-    bar = tqdm(total=tc.max_steps, initial=step, disable=not show_progress, desc=f"train {cfg.name}",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.max_steps, initial=step, disable=not show_progress, desc=f"train {cfg.name}", dynamic_ncols=True
+    )
     window: dict[str, list[float]] = {}
     window_tokens, window_time = 0, 0.0
     try:
@@ -268,10 +325,18 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 batches = train_data.batches(epoch)
             batch = train_data.collate(batches[position]).to(device)
             position += 1
-            losses = train_step(net, batch, step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed),
-                                tc.label_smoothing, tc.distill, device, tc.bf16)
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.clip_norm if tc.clip_norm > 0 else
-                                                       float("inf"))
+            losses = train_step(
+                net,
+                batch,
+                step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed),
+                tc.label_smoothing,
+                tc.distill,
+                device,
+                tc.bf16,
+            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                net.parameters(), tc.clip_norm if tc.clip_norm > 0 else float("inf")
+            )
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -284,13 +349,21 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 window.setdefault(k, []).append(v)
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.max_steps:
-                record = {"step": step, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
-                          "tokens_per_s": window_tokens / window_time, "s_per_step": window_time / len(
-                              next(iter(window.values()))), "elapsed_s": round(elapsed, 1), "epoch": epoch,
-                          **{f"loss_{k}": sum(v) / len(v) for k, v in window.items()}}
+                record = {
+                    "step": step,
+                    "lr": sched.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_s": window_tokens / window_time,
+                    "s_per_step": window_time / len(next(iter(window.values()))),
+                    "elapsed_s": round(elapsed, 1),
+                    "epoch": epoch,
+                    **{f"loss_{k}": sum(v) / len(v) for k, v in window.items()},
+                }
                 log(record)
-                bar.set_postfix(loss=f"{record.get('loss_largest', record.get('loss_random', 0)):.3f}",
-                                tok_s=f"{record['tokens_per_s']:.0f}")
+                bar.set_postfix(
+                    loss=f"{record.get('loss_largest', record.get('loss_random', 0)):.3f}",
+                    tok_s=f"{record['tokens_per_s']:.0f}",
+                )
                 window, window_tokens, window_time = {}, 0, 0.0
             if step % tc.valid_every == 0:
                 log(validate(net, valid_data, space, device, tc.bf16, step, fixed))
@@ -298,8 +371,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 checkpoint()
     except KeyboardInterrupt:
         path = checkpoint()
-        raise TrainingError(f"interrupted at step {step}; checkpoint saved to {path}; "
-                            "continue with --resume") from None
+        raise TrainingError(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume") from None
     finally:
         bar.close()
     if not list_checkpoints(run_dir) or int(list_checkpoints(run_dir)[-1].name[5:]) != step:
@@ -311,8 +383,15 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     return run_dir
 
 
-def train_step(net: Supernet, batch, archs: list[tuple[str, Arch]], smoothing: float, distill: float,
-               device: torch.device, bf16: bool) -> dict[str, float]:
+def train_step(
+    net: Supernet,
+    batch,
+    archs: list[tuple[str, Arch]],
+    smoothing: float,
+    distill: float,
+    device: torch.device,
+    bf16: bool,
+) -> dict[str, float]:
     """Forward/backward every arch of the step on the same batch, accumulating gradients."""
     losses: dict[str, list[float]] = {}
     teacher = None
@@ -321,8 +400,10 @@ def train_step(net: Supernet, batch, archs: list[tuple[str, Arch]], smoothing: f
             logits = net(batch.src, batch.prev, arch)
         loss = token_loss(logits, batch.target, smoothing)
         if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite loss ({loss.item()}) for the {kind} arch; stopped, the last "
-                                "checkpoint is kept (lower train.lr or disable train.bf16)")
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) for the {kind} arch; stopped, the last "
+                "checkpoint is kept (lower train.lr or disable train.bf16)"
+            )
         if distill > 0 and kind == "largest":
             teacher = logits.detach()
         elif distill > 0 and teacher is not None:
@@ -332,11 +413,14 @@ def train_step(net: Supernet, batch, archs: list[tuple[str, Arch]], smoothing: f
     return {k: sum(v) / len(v) for k, v in losses.items()}
 
 
-def validate(net: Supernet, data: ParallelData, space: Space, device: torch.device, bf16: bool, step: int,
-             fixed: Arch | None) -> dict[str, Any]:
+def validate(
+    net: Supernet, data: ParallelData, space: Space, device: torch.device, bf16: bool, step: int, fixed: Arch | None
+) -> dict[str, Any]:
     archs = {"fixed": fixed} if fixed is not None else {"largest": space.largest(), "smallest": space.smallest()}
-    return {"step": step, **{f"valid_nll_{k}": round(evaluate_loss(net, data, a, device, bf16), 4)
-                             for k, a in archs.items()}}
+    return {
+        "step": step,
+        **{f"valid_nll_{k}": round(evaluate_loss(net, data, a, device, bf16), 4) for k, a in archs.items()},
+    }
 
 
 def _tensorboard(run_dir: Path):

@@ -29,6 +29,7 @@ def space():
 def tiny_cfg(tmp_path):
     def make(*overrides: str):
         return load_config(ROOT / "configs" / "tiny.yaml", [f"out_dir={tmp_path}", f"data.dir={DATA}", *overrides])
+
     return make
 
 

@@ -10,8 +10,14 @@ from tests.conftest import DATA, ROOT
 
 
 def mosnas(*args, cwd=ROOT, stdin=None):
-    return subprocess.run([sys.executable, "-m", "mosnas", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, input=stdin, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mosnas", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=600,
+    )
 
 
 def _one_line_error(result, fragment):
@@ -20,15 +26,18 @@ def _one_line_error(result, fragment):
     assert len(lines) == 1 and lines[0].startswith("mosnas: error:") and fragment in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["train", "missing.yaml"], "config file not found: missing.yaml"),
-    (["train", "configs/tiny.yaml", "train.nope=1"], "unknown config key in section 'train': train.nope"),
-    (["train", "configs/tiny.yaml", "supernet.generator=moe"], "unknown value 'moe'"),
-    (["train", "configs/tiny.yaml", "supernet.space=nope.yaml"], "search-space file not found: nope.yaml"),
-    (["train", "configs/tiny.yaml", "--data", "/nonexistent/corpus"], "data directory not found"),
-    (["export", "/nonexistent/run", "--arch", "largest"], "is not a mosnas run folder"),
-    (["evaluate", "/nonexistent/model"], "is not an exported model folder"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "missing.yaml"], "config file not found: missing.yaml"),
+        (["train", "configs/tiny.yaml", "train.nope=1"], "unknown config key in section 'train': train.nope"),
+        (["train", "configs/tiny.yaml", "supernet.generator=moe"], "unknown value 'moe'"),
+        (["train", "configs/tiny.yaml", "supernet.space=nope.yaml"], "search-space file not found: nope.yaml"),
+        (["train", "configs/tiny.yaml", "--data", "/nonexistent/corpus"], "data directory not found"),
+        (["export", "/nonexistent/run", "--arch", "largest"], "is not a mosnas run folder"),
+        (["evaluate", "/nonexistent/model"], "is not an exported model folder"),
+    ],
+)
 def test_bad_input_gives_one_line_error(tmp_path, args, fragment):
     _one_line_error(mosnas(*args, f"out_dir={tmp_path}") if args[0] == "train" else mosnas(*args), fragment)
 
@@ -58,5 +67,7 @@ def test_train_export_translate_evaluate(tmp_path):
     # Running again continues (nothing to do) and keeps the results; a different config is refused.
     again = mosnas("run", "configs/tiny.yaml", f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet")
     assert again.returncode == 0, again.stderr
-    _one_line_error(mosnas("train", "configs/tiny.yaml", f"out_dir={tmp_path}", f"data.dir={DATA}", "train.lr=1"),
-                    "holds a different run")
+    _one_line_error(
+        mosnas("train", "configs/tiny.yaml", f"out_dir={tmp_path}", f"data.dir={DATA}", "train.lr=1"),
+        "holds a different run",
+    )

@@ -26,19 +26,22 @@ def test_overrides_win_over_the_file(tmp_path):
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train:\n  lrr: 1\n", "unknown config key in section 'train': train.lrr"),
-    ("bogus: 1\n", "unknown config key: bogus"),
-    ("train: [1, 2\n", "malformed YAML"),
-    ("- 1\n- 2\n", "expected a mapping"),
-    ("train:\n  max_steps: 1.5\n", "train.max_steps: expected int, got 1.5"),
-    ("train:\n  lr: fast\n", "train.lr: expected float, got 'fast'"),
-    ("train:\n  bf16: maybe\n", "train.bf16: expected bool"),
-    ("supernet:\n  generator: moe\n", "supernet.generator: unknown value 'moe'"),
-    ("supernet:\n  expert_init: pretrained-first\n", "needs supernet.pretrained"),
-    ("train:\n  max_steps: 0\n", "train.max_steps must be > 0"),
-    ("train: 3\n", "train: expected a section"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  lrr: 1\n", "unknown config key in section 'train': train.lrr"),
+        ("bogus: 1\n", "unknown config key: bogus"),
+        ("train: [1, 2\n", "malformed YAML"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("train:\n  max_steps: 1.5\n", "train.max_steps: expected int, got 1.5"),
+        ("train:\n  lr: fast\n", "train.lr: expected float, got 'fast'"),
+        ("train:\n  bf16: maybe\n", "train.bf16: expected bool"),
+        ("supernet:\n  generator: moe\n", "supernet.generator: unknown value 'moe'"),
+        ("supernet:\n  expert_init: pretrained-first\n", "needs supernet.pretrained"),
+        ("train:\n  max_steps: 0\n", "train.max_steps must be > 0"),
+        ("train: 3\n", "train: expected a section"),
+    ],
+)
 def test_bad_configs_name_the_problem(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(write(tmp_path, text))

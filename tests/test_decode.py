@@ -37,7 +37,7 @@ def test_incremental_decoding_matches_full_forward(space):
     full = model(src, prev)
     enc = model.encode(src)
     cache = model.new_cache()
-    steps = [model.decode(prev[:, t: t + 1], enc, cache, start=t) for t in range(prev.shape[1])]
+    steps = [model.decode(prev[:, t : t + 1], enc, cache, start=t) for t in range(prev.shape[1])]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
 

@@ -75,9 +75,18 @@ def test_training_makes_archs_mix_differently(space, generator):
 
 def test_neuron_router_slicing_keeps_each_neurons_logits():
     m, out_max, out = 3, 8, 5
-    gen = WeightGenerator({"encoder_layers.0.fc1.weight": (out_max, 4), "encoder_layers.0.fc1.bias": (out_max,),
-                           "encoder_layers.0.fc2.weight": (4, out_max), "encoder_layers.0.fc2.bias": (4,)},
-                          "neuron", m, 8, 10)
+    gen = WeightGenerator(
+        {
+            "encoder_layers.0.fc1.weight": (out_max, 4),
+            "encoder_layers.0.fc1.bias": (out_max,),
+            "encoder_layers.0.fc2.weight": (4, out_max),
+            "encoder_layers.0.fc2.bias": (4,),
+        },
+        "neuron",
+        m,
+        8,
+        10,
+    )
     router = gen.routers[_key("encoder_layers.0.fc1")]
     torch.nn.init.normal_(router.fc2.weight)
     torch.nn.init.normal_(router.fc2.bias)
@@ -92,7 +101,8 @@ def test_neuron_router_slicing_keeps_each_neurons_logits():
     E = gen.experts[_key("encoder_layers.0.fc1.weight")]
     with torch.no_grad():
         E.normal_()
-    w = gen(a, {"encoder_layers.0.fc1.weight": (out, 3)}, {"encoder_layers.0.fc1.weight": "encoder_layers.0.fc1.weight"})
+    name = "encoder_layers.0.fc1.weight"
+    w = gen(a, {name: (out, 3)}, {name: name})
     i = 4
     expected = sum(narrow[i, k] * E[k, i, :3] for k in range(m))
     assert torch.allclose(w["encoder_layers.0.fc1.weight"][i], expected, atol=1e-6)
@@ -124,7 +134,8 @@ def test_pretrained_first_loads_expert_zero(space, tmp_path):
     assert not torch.equal(e[1], dense.encoder_layers[1].fc2.weight)
     # With a pretrained expert 0 and `copy`, every expert is the pretrained tensor.
     net = make_supernet(space, "neuron", expert_init="copy", pretrained=str(path))
-    assert torch.equal(net.generator.experts[_key("encoder_layers.1.fc2.weight")][1], dense.encoder_layers[1].fc2.weight)
+    expert_1 = net.generator.experts[_key("encoder_layers.1.fc2.weight")][1]
+    assert torch.equal(expert_1, dense.encoder_layers[1].fc2.weight)
 
 
 def test_ffn_only_by_default_attention_optional(space):

@@ -43,11 +43,14 @@ def test_value_outside_the_space_names_dimension_and_choices(space):
         space.validate(wrong_len)
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"encoder_embed_dim": 16}', "missing"),
-    ("[1, 2]", "must be a JSON object"),
-    ("{not json", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"encoder_embed_dim": 16}', "missing"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{not json", "not valid JSON"),
+    ],
+)
 def test_bad_arch_json(space, text, message):
     with pytest.raises(ArchError, match=message):
         space.parse_arch(text)

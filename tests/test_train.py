@@ -24,8 +24,15 @@ def test_sandwich_samples_largest_smallest_and_random(space):
 
 @pytest.mark.parametrize("generator", ["shared", "layer", "neuron"])
 def test_training_lowers_the_loss(tiny_cfg, generator):
-    cfg = tiny_cfg(f"supernet.generator={generator}", "train.max_steps=30", "train.lr=3e-3", "train.warmup=5",
-                   "train.log_every=5", "train.valid_every=30", "supernet.dropout=0")
+    cfg = tiny_cfg(
+        f"supernet.generator={generator}",
+        "train.max_steps=30",
+        "train.lr=3e-3",
+        "train.warmup=5",
+        "train.log_every=5",
+        "train.valid_every=30",
+        "supernet.dropout=0",
+    )
     run_dir = train(cfg, show_progress=False)
     losses = _log(run_dir, "loss_largest")
     assert losses[-1] < losses[0] - 0.5, losses
@@ -49,8 +56,10 @@ def test_resume_continues_exactly(tiny_cfg):
 def test_in_place_distillation_and_fixed_arch(tiny_cfg):
     run_dir = train(tiny_cfg("name=kd", "train.distill=0.5", "train.max_steps=3"), show_progress=False)
     assert len(_log(run_dir, "loss_smallest")) > 0
-    run_dir = train(tiny_cfg("name=fixed", "train.sampling=fixed", "train.fixed_arch=smallest", "train.max_steps=3"),
-                    show_progress=False)
+    run_dir = train(
+        tiny_cfg("name=fixed", "train.sampling=fixed", "train.fixed_arch=smallest", "train.max_steps=3"),
+        show_progress=False,
+    )
     assert _log(run_dir, "loss_fixed") and not _log(run_dir, "loss_largest")
 
 
@@ -80,8 +89,14 @@ def test_corrupted_and_foreign_checkpoints_are_refused(tiny_cfg):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg):
-    cfg = tiny_cfg("train.lr=1e12", "train.warmup=0", "train.clip_norm=0", "train.max_steps=50", "train.ckpt_every=1",
-                   "train.bf16=false")
+    cfg = tiny_cfg(
+        "train.lr=1e12",
+        "train.warmup=0",
+        "train.clip_norm=0",
+        "train.max_steps=50",
+        "train.ckpt_every=1",
+        "train.bf16=false",
+    )
     with pytest.raises(TrainingError, match="non-finite loss"):
         train(cfg, show_progress=False)
     ckpts = list_checkpoints(cfg.run_dir)

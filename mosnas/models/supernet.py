@@ -65,8 +65,12 @@ class Supernet(nn.Module):
             init["embed.weight"] = torch.randn(vocab_size, width) * width**-0.5
             init["embed.weight"][0].zero_()
         self.generator = WeightGenerator(
-            {n: tuple(t.shape) for n, t in init.items()}, cfg.generator, cfg.num_experts, cfg.router_hidden,
-            Space.EMBED_DIM, cfg.mos_attention,
+            {n: tuple(t.shape) for n, t in init.items()},
+            cfg.generator,
+            cfg.num_experts,
+            cfg.router_hidden,
+            Space.EMBED_DIM,
+            cfg.mos_attention,
         )
         self._init_weights(init, max_model)
 
@@ -78,8 +82,11 @@ class Supernet(nn.Module):
             if not path.is_file():
                 raise ConfigError(f"supernet.pretrained: file not found: {path}")
             tensors = {self.source_name(n): t for n, t in load_file(str(path)).items()}
-            bad = [n for n, t in tensors.items() if n not in gen.max_shapes or any(
-                a > b for a, b in zip(t.shape, gen.max_shapes[n]))]
+            bad = [
+                n
+                for n, t in tensors.items()
+                if n not in gen.max_shapes or any(a > b for a, b in zip(t.shape, gen.max_shapes[n]))
+            ]
             if bad:
                 raise ConfigError(f"supernet.pretrained: {path} does not fit this space (e.g. tensor {bad[0]})")
             gen.load_dense(tensors, experts=0 if cfg.expert_init == "pretrained-first" else "all")

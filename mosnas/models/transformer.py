@@ -46,7 +46,8 @@ class TransformerConfig:
 def sinusoids(positions: Tensor, dim: int) -> Tensor:
     """Sinusoidal position embeddings (sin | cos halves), computed on the fly: no buffers."""
     half = dim // 2
-    freq = torch.exp(torch.arange(half, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / max(half - 1, 1)))
+    step = -math.log(10000.0) / max(half - 1, 1)
+    freq = torch.exp(torch.arange(half, dtype=torch.float32, device=positions.device) * step)
     angles = positions.float()[:, None] * freq[None, :]
     emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
     return F.pad(emb, (0, dim % 2))
@@ -64,8 +65,15 @@ class Attention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, H, T, D/H)
         return x.view(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
 
-    def forward(self, x: Tensor, kv: Tensor | None, mask: Tensor | None = None, causal: bool = False,
-                cache: dict[str, Tensor] | None = None, static_kv: bool = False) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        kv: Tensor | None,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: dict[str, Tensor] | None = None,
+        static_kv: bool = False,
+    ) -> Tensor:
         q = self._heads(self.q_proj(x))
         if cache is not None and static_kv and "k" in cache:
             k, v = cache["k"], cache["v"]  # encoder keys/values, computed at the first decoding step
@@ -107,23 +115,41 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(EncoderLayer):
-    def __init__(self, dim: int, enc_dim: int, qkv_dim: int, self_heads: int, cross_heads: int,
-                 ffn_dim: int, span: int, cfg: TransformerConfig):
+    def __init__(
+        self,
+        dim: int,
+        enc_dim: int,
+        qkv_dim: int,
+        self_heads: int,
+        cross_heads: int,
+        ffn_dim: int,
+        span: int,
+        cfg: TransformerConfig,
+    ):
         super().__init__(dim, qkv_dim, self_heads, ffn_dim, cfg)
         self.span = span
         self.cross_attn = Attention(dim, enc_dim, qkv_dim, cross_heads, cfg.attention_dropout)
         self.cross_attn_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor,  # type: ignore[override]
-                cache: dict[str, dict[str, Tensor]] | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,  # type: ignore[override]
+        cache: dict[str, dict[str, Tensor]] | None = None,
+    ) -> Tensor:
         self_cache = cross_cache = None
         if cache is not None:
             self_cache, cross_cache = cache.setdefault("self", {}), cache.setdefault("cross", {})
         causal = cache is None and x.shape[1] > 1
-        x = self._residual(x, self.self_attn_norm,
-                           lambda h: self.self_attn(h, h, None, causal=causal, cache=self_cache))
-        x = self._residual(x, self.cross_attn_norm,
-                           lambda h: self.cross_attn(h, memory, memory_mask, cache=cross_cache, static_kv=True))
+        x = self._residual(
+            x, self.self_attn_norm, lambda h: self.self_attn(h, h, None, causal=causal, cache=self_cache)
+        )
+        x = self._residual(
+            x,
+            self.cross_attn_norm,
+            lambda h: self.cross_attn(h, memory, memory_mask, cache=cross_cache, static_kv=True),
+        )
         return self._residual(x, self.ffn_norm, self._ffn)
 
 
@@ -152,8 +178,9 @@ class Transformer(nn.Module):
         )
         self.decoder_layers = nn.ModuleList(
             DecoderLayer(d, e, cfg.qkv_dim, sh, ch, f, k, cfg)
-            for sh, ch, f, k in zip(cfg.decoder_self_heads, cfg.decoder_cross_heads, cfg.decoder_ffn_dims,
-                                    cfg.decoder_spans)
+            for sh, ch, f, k in zip(
+                cfg.decoder_self_heads, cfg.decoder_cross_heads, cfg.decoder_ffn_dims, cfg.decoder_spans
+            )
         )
         if cfg.prenorm:
             self.encoder_norm = nn.LayerNorm(e)
@@ -199,8 +226,9 @@ class Transformer(nn.Module):
         norm = self.encoder_norm if self.cfg.prenorm else (lambda h: h)
         return EncoderOut([norm(h) for h in outs[-max_span:]], pad)
 
-    def decode(self, prev: Tensor, enc: EncoderOut, cache: list[dict[str, Any]] | None = None,
-               start: int = 0) -> Tensor:
+    def decode(
+        self, prev: Tensor, enc: EncoderOut, cache: list[dict[str, Any]] | None = None, start: int = 0
+    ) -> Tensor:
         """Logits (B, T, V) for target prefix `prev`; with a cache, `prev` holds only new tokens."""
         x = self._embed(prev, "decoder", start)
         memories: dict[int, tuple[Tensor, Tensor]] = {}
