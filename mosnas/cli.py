@@ -39,12 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder")
     e.add_argument("--arch", required=True, help="arch JSON file or string, or 'largest' / 'smallest'")
     e.add_argument("--out", help="output folder (default RUN/export/NAME)")
+    e.add_argument("--quiet", action="store_true", help="accepted for symmetry: export shows no progress bar")
 
     def decoding(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("model", help="exported model folder")
         sp.add_argument("--beam", type=int, default=5)
         sp.add_argument("--lenpen", type=float, default=1.0)
         sp.add_argument("--batch-size", type=int, default=64)
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = sub.add_parser("translate", help="translate lines from a file or stdin")
     decoding(tr)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides may come after options (e.g. `--data DIR train.lr=1e-3`).
-    if extra and (args.command not in ("train", "run") or any("=" not in x or x.startswith("-") for x in extra)):
+    if extra and (args.command not in ("train", "run") or any(x.startswith("-") for x in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
@@ -140,7 +142,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from mosnas.evaluate import evaluate_model
 
     data = DataConfig(dir=args.data, src_lang=args.src_lang, tgt_lang=args.tgt_lang)
-    result = evaluate_model(model, tok, data, args.split, decode, args.limit, out_dir=args.model)
+    result = evaluate_model(model, tok, data, args.split, decode, args.limit, args.model, not args.quiet)
     print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, {args.split})")
     print(f"BLEU signature: {result['bleu_signature']}")
     print(f"chrF signature: {result['chrf_signature']}")

@@ -24,3 +24,22 @@ def count_parameters(
     if prenorm:
         total += 2 * e + 2 * d
     return total
+
+
+def count_flops(arch: Arch, qkv_dim: int, vocab_size: int, src_len: int, tgt_len: int) -> int:
+    """Forward FLOPs (multiply-add = 2) of one teacher-forced sentence pair through the dense model.
+
+    Counts the matrix products (projections, attention scores and values, output projection), as
+    torch.utils.flop_counter does; embeddings, norms, softmax and biases cost nothing here."""
+    e, d, q, s, t = arch.encoder_embed_dim, arch.decoder_embed_dim, qkv_dim, src_len, tgt_len
+    mm = lambda m, k, n: 2 * m * k * n  # (m, k) @ (k, n)
+    total = 0
+    for f in arch.encoder_ffn_dims:
+        # q/k/v/out projections, then scores (s x s) and values; heads split q, so they cost nothing
+        total += 4 * mm(s, e, q) + 2 * mm(s, q, s) + mm(s, e, f) + mm(s, f, e)
+    for f, k in zip(arch.decoder_ffn_dims, arch.decoder_spans):
+        mem = k * s  # cross attention spans the last k encoder layers, concatenated
+        self_attn = 4 * mm(t, d, q) + 2 * mm(t, q, t)  # the causal mask still computes the full t x t
+        cross_attn = 2 * mm(t, d, q) + 2 * mm(mem, e, q) + 2 * mm(t, q, mem)
+        total += self_attn + cross_attn + mm(t, d, f) + mm(t, f, d)
+    return total + mm(t, d, vocab_size)

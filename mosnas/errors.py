@@ -23,3 +23,11 @@ class CheckpointError(MosnasError):
 
 class TrainingError(MosnasError):
     pass
+
+
+class BudgetError(MosnasError):
+    pass
+
+
+class PredictorError(MosnasError):
+    pass

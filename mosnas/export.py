@@ -51,9 +51,12 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu"):
     for name in ("model.safetensors", "config.json", "spm.model"):
         if not (d / name).is_file():
             raise CheckpointError(f"{d} is not an exported model folder (missing {name})")
-    cfg = TransformerConfig.from_dict(json.loads((d / "config.json").read_text(encoding="utf-8")))
-    with torch.device("meta"):
-        model = Transformer(cfg)
+    try:
+        cfg = TransformerConfig.from_dict(json.loads((d / "config.json").read_text(encoding="utf-8")))
+        with torch.device("meta"):
+            model = Transformer(cfg)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{d}/config.json is not a valid model config: {e}") from None
     tensors = load_file(str(d / "model.safetensors"))
     own = dict(model.named_parameters())
     if set(own) != set(tensors) or any(own[k].shape != tensors[k].shape for k in own):

@@ -97,6 +97,17 @@ _SPACE_LISTS = (
 )
 
 
+# Per-layer arch fields: (which stack they belong to, the space's choices for them).
+_PER_LAYER = {
+    "encoder_ffn_dims": ("encoder", "encoder_ffn_dim"),
+    "encoder_heads": ("encoder", "encoder_heads"),
+    "decoder_ffn_dims": ("decoder", "decoder_ffn_dim"),
+    "decoder_self_heads": ("decoder", "decoder_self_heads"),
+    "decoder_cross_heads": ("decoder", "decoder_cross_heads"),
+    "decoder_spans": ("decoder", "decoder_span"),
+}
+
+
 @dataclass(frozen=True)
 class Space:
     """The allowed values of every dimension of an encoder-decoder search space."""
@@ -218,6 +229,41 @@ class Space:
 
     def smallest(self) -> Arch:
         return self._build(min)
+
+    # -- evolution (HAT) ---------------------------------------------------------------------
+    def mutate(self, arch: Arch, rng: random.Random, prob: float) -> Arch:
+        """A copy of `arch` with each gene (layer counts, dims, each layer's values) resampled with `prob`."""
+        pick = lambda value, choices: rng.choice(choices) if rng.random() < prob else value
+        num = {"encoder": pick(arch.encoder_layers, self.encoder_layers)}
+        num["decoder"] = pick(arch.decoder_layers, self.decoder_layers)
+        values: dict[str, Any] = {
+            "encoder_embed_dim": pick(arch.encoder_embed_dim, self.encoder_embed_dim),
+            "decoder_embed_dim": pick(arch.decoder_embed_dim, self.decoder_embed_dim),
+        }
+        for name, (side, choices_name) in _PER_LAYER.items():
+            old, choices = getattr(arch, name), getattr(self, choices_name)
+            # a layer count that grew gets fresh layers; one that shrank drops the last ones. Spans
+            # always fit the encoder: a valid space has max(decoder_span) <= min(encoder_layers).
+            values[name] = tuple(
+                pick(old[i], choices) if i < len(old) else rng.choice(choices) for i in range(num[side])
+            )
+        return self.validate(Arch(**values))
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        """A child taking each gene from `a` or `b` at random; a layer only one parent has comes from it."""
+        take = lambda x, y: x if rng.random() < 0.5 else y
+        num = {"encoder": take(a.encoder_layers, b.encoder_layers), "decoder": take(a.decoder_layers, b.decoder_layers)}
+        values: dict[str, Any] = {
+            "encoder_embed_dim": take(a.encoder_embed_dim, b.encoder_embed_dim),
+            "decoder_embed_dim": take(a.decoder_embed_dim, b.decoder_embed_dim),
+        }
+        for name, (side, _) in _PER_LAYER.items():
+            va, vb = getattr(a, name), getattr(b, name)
+            longer = va if len(va) >= len(vb) else vb
+            values[name] = tuple(
+                take(va[i], vb[i]) if i < min(len(va), len(vb)) else longer[i] for i in range(num[side])
+            )
+        return self.validate(Arch(**values))
 
     # -- embedding --------------------------------------------------------------------------
     def embed(self, arch: Arch) -> list[float]:

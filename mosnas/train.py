@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import platform
 import random
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
@@ -66,23 +68,23 @@ def step_archs(
     return [("fixed", fixed)]
 
 
-def token_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Label-smoothed cross-entropy, mean over non-pad target tokens."""
-    return (
-        F.cross_entropy(
-            logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD, label_smoothing=smoothing, reduction="sum"
-        )
-        / target.ne(PAD).sum()
+def token_loss(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float, denominator: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy summed over non-pad tokens / `denominator` (default: their count)."""
+    total = F.cross_entropy(
+        logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD, label_smoothing=smoothing, reduction="sum"
     )
+    return total / (target.ne(PAD).sum() if denominator is None else denominator)
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) per token (temperature 1), mean over non-pad tokens."""
-    kl = F.kl_div(
-        student.float().log_softmax(-1), teacher.float().log_softmax(-1), log_target=True, reduction="none"
-    ).sum(-1)
+def distill_loss(
+    student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, denominator: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """KL(teacher || student) per token (temperature 1), summed over non-pad tokens / `denominator`."""
+    kl = F.kl_div(student.float().log_softmax(-1), teacher.float().log_softmax(-1), log_target=True, reduction="none")
     mask = target.ne(PAD)
-    return (kl * mask).sum() / mask.sum()
+    return (kl.sum(-1) * mask).sum() / (mask.sum() if denominator is None else denominator)
 
 
 @torch.no_grad()
@@ -240,24 +242,96 @@ def _load_model(net: Supernet, sd: dict[str, torch.Tensor], meta: dict[str, Any]
     net.load_state_dict(sd)
 
 
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when not launched by torchrun)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+    def broadcast_ok(self, ok: bool) -> bool:
+        """True only if every rank is ok (so a failure on rank 0 stops all ranks together)."""
+        return bool(self.sum(torch.tensor([0.0 if ok else 1.0], device=self.device)).item() == 0)
+
+
+def sum_gradients(params: list[torch.nn.Parameter], dist_: Distributed) -> None:
+    """All-reduce (sum) every gradient in one flat buffer; losses are already divided by the
+    global token count, so the sum is the gradient of the whole global batch."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if dist_.world == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint a run resumes from (and any torn last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= step and not (record.get("step") == step and record.get("event") == "resume"):
+            kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
 def train(cfg: Config, resume: bool = False, force: bool = False, show_progress: bool = True) -> Path:
-    """Train the supernet of `cfg` into `cfg.run_dir`; with `resume`, continue from the newest checkpoint."""
+    """Train the supernet of `cfg` into `cfg.run_dir`; with `resume`, continue from the newest checkpoint.
+    Under torchrun every rank trains the same archs on its own share of each global batch."""
     tc = cfg.train
-    run_dir = prepare_run_dir(cfg, resume, force)
+    ddp = Distributed()
+    if ddp.main:
+        prepare_run_dir(cfg, resume, force)
+        tokenizer_for_run(cfg, cfg.run_dir)
+        for stale in (cfg.run_dir / "checkpoints").glob(".tmp-*"):  # left by a killed save
+            shutil.rmtree(stale, ignore_errors=True)
+    ddp.barrier()
+    run_dir = cfg.run_dir
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    device = pick_device()
+    device = ddp.device
     space = load_space(cfg.supernet.space)
     fixed = space.parse_arch(tc.fixed_arch) if tc.sampling == "fixed" else None
-    sp = tokenizer_for_run(cfg, run_dir)
+    sp = load_tokenizer(run_dir / "spm.model")
     train_data, dropped = load_parallel(cfg.data, cfg.data.train, sp, cfg.data.train_limit, cfg.data.max_len, tc.seed)
     valid_data, _ = load_parallel(cfg.data, cfg.data.valid, sp, cfg.data.valid_limit)
 
     net = _build_supernet(space, sp.get_piece_size(), cfg).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    params = list(net.parameters())
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup))
     step, epoch, position, elapsed = 0, 0, 0, 0.0
     ckpts = list_checkpoints(run_dir)
+    log_path = run_dir / "train_log.jsonl"
     if resume and ckpts:
         meta, model_sd, extra = read_checkpoint(ckpts[-1])
         _load_model(net, model_sd, meta, space, ckpts[-1])
@@ -265,38 +339,45 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
         sched.load_state_dict(meta["scheduler"])
         set_rng_state(extra, meta["rng"])
         step, epoch, position, elapsed = meta["step"], meta["epoch"], meta["position"], meta["elapsed"]
-    else:
-        torch.manual_seed(tc.seed)
-
-    log_path = run_dir / "train_log.jsonl"
-    writer = _tensorboard(run_dir) if tc.tensorboard else None
+        if ddp.main:
+            _truncate_log(log_path, step)
+    elif ddp.main:
+        log_path.unlink(missing_ok=True)  # a fresh start (e.g. killed before its first checkpoint)
+    writer = _tensorboard(run_dir) if tc.tensorboard and ddp.main else None
     batches = train_data.batches(epoch)
 
-    def checkpoint() -> Path:
-        return save_checkpoint(
-            run_dir,
-            step,
-            net,
-            opt,
-            {
-                "epoch": epoch,
-                "position": position,
-                "elapsed": elapsed,
-                "scheduler": sched.state_dict(),
-                "space": space.to_dict(),
-                "config": cfg.to_dict(),
-                "vocab_size": sp.get_piece_size(),
-            },
-            tc.keep_last,
-        )
+    def checkpoint() -> Path | None:
+        if not ddp.main:
+            return None
+        state = {
+            "epoch": epoch,
+            "position": position,
+            "elapsed": elapsed,
+            "scheduler": sched.state_dict(),
+            "space": space.to_dict(),
+            "config": cfg.to_dict(),
+            "vocab_size": sp.get_piece_size(),
+            "world_size": ddp.world,
+        }
+        return save_checkpoint(run_dir, step, net, opt, state, tc.keep_last)
 
     def log(record: dict[str, Any]) -> None:
+        if not ddp.main:
+            return
         with open(log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if writer:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     writer.add_scalar(k, v, record["step"])
+
+    def next_indices() -> list[int]:
+        nonlocal epoch, position, batches
+        if position >= len(batches):
+            epoch, position = epoch + 1, 0
+            batches = train_data.batches(epoch)
+        position += 1
+        return batches[position - 1]
 
     if step == 0:
         log(
@@ -306,66 +387,69 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 "train_pairs": len(train_data),
                 "dropped_pairs": dropped,
                 "vocab_size": sp.get_piece_size(),
-                "parameters": sum(p.numel() for p in net.parameters()),
+                "parameters": sum(p.numel() for p in params),
                 "generator": cfg.supernet.generator,
                 "device": str(device),
+                "world_size": ddp.world,
             }
         )
     net.train()
     bar = tqdm(
-        total=tc.max_steps, initial=step, disable=not show_progress, desc=f"train {cfg.name}", dynamic_ncols=True
+        total=tc.max_steps,
+        initial=step,
+        disable=not (show_progress and ddp.main),
+        desc=f"train {cfg.name}",
+        dynamic_ncols=True,
     )
     window: dict[str, list[float]] = {}
-    window_tokens, window_time = 0, 0.0
+    window_tokens, window_time, window_steps = 0, 0.0, 0
     try:
         while step < tc.max_steps and not (tc.max_minutes and elapsed >= tc.max_minutes * 60):
             t0 = time.perf_counter()
-            if position >= len(batches):
-                epoch, position = epoch + 1, 0
-                batches = train_data.batches(epoch)
-            batch = train_data.collate(batches[position]).to(device)
-            position += 1
-            losses = train_step(
-                net,
-                batch,
-                step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed),
-                tc.label_smoothing,
-                tc.distill,
-                device,
-                tc.bf16,
-            )
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                net.parameters(), tc.clip_norm if tc.clip_norm > 0 else float("inf")
-            )
+            # A global batch is `world` consecutive batches; rank r trains on the r-th.
+            shares = [next_indices() for _ in range(ddp.world)]
+            batch = train_data.collate(shares[ddp.rank]).to(device)
+            tokens = ddp.sum(torch.tensor(float(batch.num_tokens), device=device))
+            # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
+            torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + ddp.rank)
+            archs = step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed)
+            losses = train_step(net, batch, archs, tc.label_smoothing, tc.distill, device, tc.bf16, tokens)
+            sum_gradients(params, ddp)
+            values = ddp.sum(torch.stack([v.detach().float() for v in losses.values()]))
+            if not torch.isfinite(values).all():
+                bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
+                raise TrainingError(
+                    f"non-finite loss at step {step + 1} ({', '.join(bad)} arch); stopped without "
+                    "updating, the last checkpoint is kept (lower train.lr or disable train.bf16)"
+                )
+            max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
-            window_time += dt
-            window_tokens += batch.num_tokens
-            for k, v in losses.items():
-                window.setdefault(k, []).append(v)
+            window_time, window_tokens, window_steps = window_time + dt, window_tokens + int(tokens), window_steps + 1
+            for (kind, _), v in zip(losses.items(), values.tolist()):
+                window.setdefault(kind, []).append(v)
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.max_steps:
                 record = {
                     "step": step,
                     "lr": sched.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "tokens_per_s": window_tokens / window_time,
-                    "s_per_step": window_time / len(next(iter(window.values()))),
+                    "grad_norm": round(float(grad_norm), 4),
+                    "tokens_per_s": round(window_tokens / window_time, 1),
+                    "s_per_step": round(window_time / window_steps, 4),
                     "elapsed_s": round(elapsed, 1),
                     "epoch": epoch,
                     **{f"loss_{k}": sum(v) / len(v) for k, v in window.items()},
                 }
                 log(record)
-                bar.set_postfix(
-                    loss=f"{record.get('loss_largest', record.get('loss_random', 0)):.3f}",
-                    tok_s=f"{record['tokens_per_s']:.0f}",
-                )
-                window, window_tokens, window_time = {}, 0, 0.0
-            if step % tc.valid_every == 0:
+                shown = record.get("loss_largest", record.get("loss_random", record.get("loss_fixed", 0.0)))
+                bar.set_postfix(loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                window, window_tokens, window_time, window_steps = {}, 0, 0.0, 0
+            if step % tc.valid_every == 0 and ddp.main:
                 log(validate(net, valid_data, space, device, tc.bf16, step, fixed))
             if step % tc.ckpt_every == 0:
                 checkpoint()
@@ -374,12 +458,14 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
         raise TrainingError(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume") from None
     finally:
         bar.close()
-    if not list_checkpoints(run_dir) or int(list_checkpoints(run_dir)[-1].name[5:]) != step:
+    last = list_checkpoints(run_dir)
+    if ddp.main and (not last or int(last[-1].name.split("-")[1]) != step):
         if step % tc.valid_every:
             log(validate(net, valid_data, space, device, tc.bf16, step, fixed))
         checkpoint()
     if writer:
         writer.close()
+    ddp.barrier()
     return run_dir
 
 
@@ -391,26 +477,27 @@ def train_step(
     distill: float,
     device: torch.device,
     bf16: bool,
-) -> dict[str, float]:
-    """Forward/backward every arch of the step on the same batch, accumulating gradients."""
-    losses: dict[str, list[float]] = {}
+    num_tokens: torch.Tensor | float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Forward/backward every arch of the step on the same batch, accumulating gradients.
+
+    Each loss is summed over this batch's tokens and divided by `num_tokens` (the global batch's
+    count under DDP), so summing gradients over ranks gives exactly the global batch's gradient."""
+    denominator = num_tokens if num_tokens is not None else float(batch.num_tokens)
+    losses: dict[str, list[torch.Tensor]] = {}
     teacher = None
     for kind, arch in archs:
         with autocast(device, bf16):
             logits = net(batch.src, batch.prev, arch)
-        loss = token_loss(logits, batch.target, smoothing)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"non-finite loss ({loss.item()}) for the {kind} arch; stopped, the last "
-                "checkpoint is kept (lower train.lr or disable train.bf16)"
-            )
+        loss = token_loss(logits, batch.target, smoothing, denominator)
         if distill > 0 and kind == "largest":
             teacher = logits.detach()
         elif distill > 0 and teacher is not None:
-            loss = (1 - distill) * loss + distill * distill_loss(logits, teacher, batch.target)
+            kd = distill_loss(logits, teacher, batch.target, denominator)
+            loss = (1 - distill) * loss + distill * kd
         loss.backward()
-        losses.setdefault(kind, []).append(loss.item())
-    return {k: sum(v) / len(v) for k, v in losses.items()}
+        losses.setdefault(kind, []).append(loss.detach())
+    return {k: torch.stack(v).mean() for k, v in losses.items()}
 
 
 def validate(

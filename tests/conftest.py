@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
 TINY_SPACE = ROOT / "configs" / "spaces" / "tiny.yaml"
 
+torch.set_num_threads(1)  # tiny models: one thread is fastest and never oversubscribes a busy machine
+
 
 @pytest.fixture(autouse=True)
 def _chdir_root(monkeypatch):

@@ -85,3 +85,42 @@ def test_bad_space_files(tmp_path):
         Space.from_dict({**base, "encoder_heads": [3]})
     with pytest.raises(ConfigError, match="needs at least that many encoder layers"):
         Space.from_dict({**base, "decoder_span": [1, 2, 3]})
+
+
+def _deep_space(space):
+    # layer counts that vary on both sides, to exercise truncating and extending per-layer lists
+    raw = space.to_dict() | {"name": "deep", "encoder_layers": [1, 2, 3], "decoder_layers": [1, 2, 3]}
+    return Space.from_dict(raw | {"decoder_span": [1]})
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_mutate_and_crossover_give_valid_archs(space, deep):
+    space = _deep_space(space) if deep else space
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(20)]
+    seen_layers = set()
+    for seed in range(300):
+        rng = random.Random(seed)
+        a, b = rng.choice(archs), rng.choice(archs)
+        for child in (space.mutate(a, rng, 0.3), space.mutate(a, rng, 1.0), space.crossover(a, b, rng)):
+            assert space.validate(child) is child
+            seen_layers.add((child.encoder_layers, child.decoder_layers))
+    if deep:
+        assert len(seen_layers) == 9  # every combination of layer counts was reached
+
+
+def test_mutate_and_crossover_respect_their_parents(space):
+    rng = random.Random(1)
+    a = space.sample(rng)
+    assert space.mutate(a, rng, 0.0) == a
+    assert space.crossover(a, a, rng) == a
+    assert {space.mutate(a, random.Random(s), 1.0) for s in range(30)} != {a}
+    big, small = space.largest(), space.smallest()
+    for seed in range(50):
+        child = space.crossover(big, small, random.Random(seed))
+        assert child.encoder_embed_dim in (big.encoder_embed_dim, small.encoder_embed_dim)
+        for name in ("encoder_ffn_dims", "decoder_ffn_dims", "decoder_spans"):
+            ours, theirs = getattr(big, name), getattr(small, name)
+            for i, v in enumerate(getattr(child, name)):
+                assert v in {ours[i]} | ({theirs[i]} if i < len(theirs) else set()), (name, i, child)
+    assert space.mutate(a, random.Random(7), 0.3) == space.mutate(a, random.Random(7), 0.3)

@@ -1,0 +1,225 @@
+"""Search: HAT's evolutionary search and the random-search baseline, under a budget.
+
+Both are pure functions of (space, fitness, constraints, settings, seed); fitness is lower-is-better
+and is evaluated once per distinct arch (archs are hashable values, so a dict caches it)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mosnas.costs import count_flops, count_parameters
+from mosnas.data import ParallelData
+from mosnas.errors import BudgetError, ConfigError
+from mosnas.models.supernet import Supernet
+from mosnas.space import Arch, Space
+from mosnas.train import evaluate_loss
+
+Fitness = Callable[[Arch], float]
+Constraint = Callable[[Arch], bool]
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, int):
+        return f"{v:,}"
+    s = f"{v:.4g}"
+    return s if any(c in s for c in ".en") else s + ".0"  # 1.0 reads as a float, not 1
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One constraint of a budget: cost(arch) <= limit."""
+
+    name: str
+    limit: float
+    cost: Callable[[Arch], float]
+    unit: str = ""
+
+    def __call__(self, arch: Arch) -> bool:
+        return self.cost(arch) <= self.limit
+
+    def describe(self, arch: Arch, label: str) -> str:
+        """E.g. 'latency <= 1.0 ms (smallest arch: 3.2 ms)'."""
+        return f"{self.name} <= {_fmt(self.limit)}{self.unit} ({label}: {_fmt(self.cost(arch))}{self.unit})"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Upper bounds on predicted latency, parameters and FLOPs of an arch; None leaves one unbounded."""
+
+    latency_ms: float | None = None
+    latency: Callable[[Arch], float] | None = None  # a predictor: arch -> ms (e.g. a LatencyPredictor)
+    max_params: int | None = None
+    max_flops: int | None = None
+    vocab_size: int | None = None  # params and FLOPs need it
+    share_embeddings: bool = True  # as the supernet config: shared when encoder and decoder widths match
+    prenorm: bool = True
+    src_len: int = 30  # FLOPs of one sentence pair of these lengths
+    tgt_len: int = 30
+
+    def constraints(self, space: Space) -> list[Limit]:
+        """One Limit per bound that is set, checked for consistency."""
+        for name in ("latency_ms", "max_params", "max_flops"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise BudgetError(f"budget {name} must be positive, got {v!r}")
+        if self.latency_ms is not None and self.latency is None:
+            raise BudgetError("a latency budget needs a latency predictor (Budget.latency)")
+        if (self.max_params is not None or self.max_flops is not None) and self.vocab_size is None:
+            raise BudgetError("params and FLOPs budgets need the vocabulary size (Budget.vocab_size)")
+        limits = []
+        if self.latency_ms is not None:
+            limits.append(Limit("latency", self.latency_ms, self.latency, " ms"))  # type: ignore[arg-type]
+        if self.max_params is not None:
+            share = lambda a: self.share_embeddings and a.encoder_embed_dim == a.decoder_embed_dim
+            params = lambda a: count_parameters(a, space.qkv_dim, self.vocab_size, share(a), self.prenorm)
+            limits.append(Limit("params", self.max_params, params))
+        if self.max_flops is not None:
+            flops = lambda a: count_flops(a, space.qkv_dim, self.vocab_size, self.src_len, self.tgt_len)
+            limits.append(Limit("FLOPs", self.max_flops, flops))
+        return limits
+
+
+@dataclass
+class SearchResult:
+    """The best arch found, its fitness, the best fitness per generation (or per evaluation) and the cost."""
+
+    arch: Arch
+    fitness: float
+    history: list[float]
+    num_evaluations: int  # distinct archs whose fitness was computed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch.to_dict(),
+            "fitness": self.fitness,
+            "history": self.history,
+            "num_evaluations": self.num_evaluations,
+        }
+
+
+def supernet_fitness(net: Supernet, data: ParallelData, device: torch.device | str = "cpu") -> Fitness:
+    """DESIGN's fitness: the supernet's validation loss for an arch (inherited weights) on `data`."""
+    return lambda arch: evaluate_loss(net, data, arch, torch.device(device))
+
+
+class _Evaluator:
+    """Fitness with a cache, and the budget check with a bounded number of tries."""
+
+    def __init__(self, space: Space, fitness: Fitness, constraints: Sequence[Constraint] | Budget | None, tries: int):
+        if tries < 1:
+            raise ConfigError(f"search: max_tries must be >= 1, got {tries}")
+        self.space, self.fitness, self.tries = space, fitness, tries
+        if isinstance(constraints, Budget):
+            constraints = constraints.constraints(space)
+        self.constraints = list(constraints or [])
+        self.cache: dict[Arch, float] = {}
+
+    def __call__(self, arch: Arch) -> float:
+        if arch not in self.cache:
+            self.cache[arch] = float(self.fitness(arch))
+        return self.cache[arch]
+
+    def draw(self, make: Callable[[], Arch], what: str = "random samples") -> Arch:
+        """The first of `make()`'s archs that meets every constraint; BudgetError if none in `tries`."""
+        for _ in range(self.tries):
+            arch = make()
+            if all(c(arch) for c in self.constraints):
+                return arch
+        smallest = self.space.smallest()
+        limits = [c for c in self.constraints if isinstance(c, Limit)]
+        failed = [c.describe(smallest, "smallest arch") for c in limits if not c(smallest)]
+        if failed:
+            raise BudgetError(f"no architecture in space '{self.space.name}' satisfies {' and '.join(failed)}")
+        raise BudgetError(f"no architecture in space '{self.space.name}' met the constraints in {self.tries} {what}")
+
+    def best(self) -> tuple[Arch, float]:
+        arch = min(self.cache, key=self.cache.__getitem__)  # ties: the first evaluated
+        return arch, self.cache[arch]
+
+
+def evolutionary_search(
+    space: Space,
+    fitness: Fitness,
+    constraints: Sequence[Constraint] | Budget | None = None,
+    population: int = 125,
+    parents: int = 25,
+    mutations: int = 50,
+    crossovers: int = 50,
+    mutation_prob: float = 0.3,
+    generations: int = 30,
+    seed: int = 0,
+    max_tries: int = 10000,
+    progress: bool = True,
+) -> SearchResult:
+    """HAT's evolution: keep the best `parents`, add `mutations` mutants and `crossovers` children, repeat.
+
+    Candidates that break a constraint are rejected and redrawn (BudgetError after `max_tries` in a row)."""
+    if not 1 <= parents <= population or min(mutations, crossovers) < 0 or generations < 1:
+        raise ConfigError(
+            f"search: need 1 <= parents <= population, mutations and crossovers >= 0 and generations >= 1, got "
+            f"parents={parents}, population={population}, mutations={mutations}, crossovers={crossovers}, "
+            f"generations={generations}"
+        )
+    if not 0.0 <= mutation_prob <= 1.0:
+        raise ConfigError(f"search: mutation_prob must be in [0, 1], got {mutation_prob}")
+    rng = random.Random(seed)
+    ev = _Evaluator(space, fitness, constraints, max_tries)
+    pop = [ev.draw(lambda: space.sample(rng)) for _ in range(population)]
+    history: list[float] = []
+    bar = tqdm(range(generations), desc="evolution", disable=not progress, dynamic_ncols=True)
+    for gen in bar:
+        top = sorted(dict.fromkeys(pop), key=ev)[:parents]  # distinct archs, best first
+        history.append(ev(top[0]))
+        bar.set_postfix(best=f"{history[-1]:.4f}", evaluated=len(ev.cache))
+        if gen == generations - 1:
+            break
+        pop = top + _breed(space, ev, top, rng, mutations, crossovers, mutation_prob)
+    arch, best = ev.best()
+    return SearchResult(arch, best, history, len(ev.cache))
+
+
+def _breed(
+    space: Space, ev: _Evaluator, top: list[Arch], rng: random.Random, mutations: int, crossovers: int, prob: float
+) -> list[Arch]:
+    mutant = lambda: space.mutate(rng.choice(top), rng, prob)
+    child = lambda: space.crossover(rng.choice(top), rng.choice(top), rng)
+    mutants = [ev.draw(mutant, "mutations") for _ in range(mutations)]
+    return mutants + [ev.draw(child, "crossovers") for _ in range(crossovers)]
+
+
+def random_search(
+    space: Space,
+    fitness: Fitness,
+    constraints: Sequence[Constraint] | Budget | None = None,
+    num_evaluations: int = 3125,
+    seed: int = 0,
+    max_tries: int = 10000,
+    progress: bool = True,
+) -> SearchResult:
+    """The baseline: evaluate `num_evaluations` distinct random archs that meet the constraints.
+
+    Stops early if `max_tries` draws in a row repeat archs already seen (a small space is exhausted)."""
+    if num_evaluations < 1:
+        raise ConfigError(f"search: num_evaluations must be >= 1, got {num_evaluations}")
+    rng = random.Random(seed)
+    ev = _Evaluator(space, fitness, constraints, max_tries)
+    history: list[float] = []
+    repeats = 0
+    with tqdm(total=num_evaluations, desc="random search", disable=not progress, dynamic_ncols=True) as bar:
+        while len(ev.cache) < num_evaluations and repeats < max_tries:
+            arch = ev.draw(lambda: space.sample(rng))
+            if arch in ev.cache:
+                repeats += 1
+                continue
+            repeats = 0
+            score = ev(arch)
+            history.append(min(score, history[-1]) if history else score)
+            bar.update(1)
+    arch, best = ev.best()
+    return SearchResult(arch, best, history, len(ev.cache))

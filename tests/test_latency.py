@@ -1,0 +1,120 @@
+"""Latency: HAT's measurement protocol on real exported models, and predictors fit on exact FLOPs."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from mosnas.costs import count_flops
+from mosnas.errors import PredictorError
+from mosnas.latency import (
+    LatencyPredictor,
+    LinearPredictor,
+    evaluate_predictor,
+    kendall_tau,
+    measure_archs,
+    measure_latency,
+    read_samples,
+    scatter_plot,
+    write_samples,
+)
+from tests.conftest import make_supernet
+
+SETTINGS = dict(src_len=6, tgt_len=4, beam=2, warmup=1, repeats=5)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The models here are tiny: extra threads only add synchronization (and crawl on a busy machine).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _flops_samples(space, n: int, seed: int = 0) -> list[dict]:
+    """A deterministic stand-in for measured latencies: exact FLOPs, scaled to a few ms."""
+    rng = random.Random(seed)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(n)))
+    return [{"arch": a.to_dict(), "latency_ms": count_flops(a, space.qkv_dim, 100, 30, 30) / 1e5} for a in archs]
+
+
+def test_kendall_tau():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # tau-b with a tie in x: 5 concordant pairs, 0 discordant, 5 and 6 untied pairs
+    assert kendall_tau([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(5 * 6))
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(PredictorError, match="equal-length"):
+        kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_mlp_predictor_learns_flops_and_beats_linear(space):
+    samples = _flops_samples(space, 300)
+    train, test = samples[:240], samples[240:]
+    mlp = LatencyPredictor(space, hidden=64, num_layers=2, seed=0).fit(train, steps=1000)
+    linear = LinearPredictor(space).fit(train)
+    got, base = evaluate_predictor(mlp, test), evaluate_predictor(linear, test)
+    assert set(got) == {"rmse_ms", "mape_pct", "kendall_tau", "num_samples"} and got["num_samples"] == len(test)
+    assert got["mape_pct"] < 3.0 and got["kendall_tau"] > 0.9, got
+    assert base["mape_pct"] < 10.0, base  # FLOPs are nearly linear in the features: a fair baseline
+    assert got["mape_pct"] < base["mape_pct"], (got, base)
+
+
+def test_predictor_is_seeded_and_round_trips(space, tmp_path):
+    samples = _flops_samples(space, 60, seed=1)
+    archs = [space.sample(random.Random(2)) for _ in range(10)]
+    a = LatencyPredictor(space, hidden=32, num_layers=2, seed=3).fit(samples, steps=100)
+    b = LatencyPredictor(space, hidden=32, num_layers=2, seed=3).fit(samples, steps=100)
+    assert a.predict(archs) == b.predict(archs)
+    a.save(tmp_path / "pred")
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["predictor.json", "predictor.safetensors"]
+    loaded = LatencyPredictor.load(tmp_path / "pred")
+    assert loaded.predict(archs) == a.predict(archs)
+    assert loaded.space == space and loaded(archs[0]) == a.predict(archs[:1])[0]
+
+
+def test_predictor_errors(space, tmp_path):
+    with pytest.raises(PredictorError, match="not found"):
+        LatencyPredictor.load(tmp_path / "missing")
+    with pytest.raises(PredictorError, match="latency_ms"):
+        LatencyPredictor(space).fit([{"arch": space.smallest().to_dict()}])
+    with pytest.raises(PredictorError, match="positive"):
+        LinearPredictor(space).fit([{"arch": space.smallest().to_dict(), "latency_ms": 0}])
+    with pytest.raises(PredictorError, match="not fitted"):
+        LinearPredictor(space).predict([space.smallest()])
+    LatencyPredictor(space, hidden=8, num_layers=1).save(tmp_path / "p")
+    big = LatencyPredictor(space, hidden=16, num_layers=1)
+    meta = json.loads((tmp_path / "p" / "predictor.json").read_text())
+    meta["hidden"] = big.hidden  # the description no longer matches the weights
+    (tmp_path / "p" / "predictor.json").write_text(json.dumps(meta))
+    with pytest.raises(PredictorError, match="does not match"):
+        LatencyPredictor.load(tmp_path / "p")
+
+
+def test_measure_latency_records_settings(space):
+    model = make_supernet(space, "shared").export(space.smallest())
+    torch.set_num_threads(2)
+    result = measure_latency(model, threads=1, **SETTINGS)
+    assert torch.get_num_threads() == 2  # the caller's setting is restored
+    assert result["latency_ms"] > 0 and result["mean_ms"] > 0
+    assert len(result["times_ms"]) == SETTINGS["repeats"] and all(t > 0 for t in result["times_ms"])
+    assert result["settings"] == SETTINGS
+    dev = result["device"]
+    assert dev["device"] == "cpu" and dev["threads"] == 1 and dev["torch"] == torch.__version__ and dev["name"]
+    json.dumps(result)  # a sample is plain JSON
+
+
+def test_measure_archs_feed_a_predictor(space, tmp_path):
+    net = make_supernet(space, "neuron")
+    archs = [space.smallest(), space.largest(), space.sample(random.Random(4))]
+    samples = measure_archs(net, archs, progress=False, **SETTINGS)
+    assert [s["arch"] for s in samples] == [a.to_dict() for a in archs]
+    write_samples(samples, tmp_path / "latency.jsonl")
+    assert read_samples(tmp_path / "latency.jsonl") == samples
+    pred = LinearPredictor(space).fit(samples)
+    assert len(pred.predict(archs)) == 3
+    png = scatter_plot([s["latency_ms"] for s in samples], pred.predict(archs), tmp_path / "plot" / "scatter.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,135 @@
+"""Search: evolution and random search on real archs of the tiny space, under real budgets."""
+
+import random
+
+import pytest
+import torch
+
+from mosnas.costs import count_flops, count_parameters
+from mosnas.data import ParallelData
+from mosnas.errors import BudgetError, ConfigError
+from mosnas.latency import LinearPredictor
+from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
+from tests.conftest import make_supernet
+
+SMALL = dict(population=20, parents=5, mutations=10, crossovers=10, generations=20, progress=False)
+
+
+def _distance_to(space, target):
+    """A deterministic fitness with a known optimum (0, at `target`'s embedding)."""
+    goal = space.embed(target)
+    return lambda arch: sum((x - y) ** 2 for x, y in zip(space.embed(arch), goal))
+
+
+def _params(space, arch) -> int:
+    share = arch.encoder_embed_dim == arch.decoder_embed_dim
+    return count_parameters(arch, space.qkv_dim, 100, share)
+
+
+def test_evolution_finds_the_optimum_and_beats_random(space):
+    target = space.sample(random.Random(42))
+    fitness = _distance_to(space, target)
+    evo = evolutionary_search(space, fitness, seed=0, **SMALL)
+    assert evo.fitness == pytest.approx(0.0, abs=1e-12) and space.embed(evo.arch) == space.embed(target)
+    assert len(evo.history) == SMALL["generations"]
+    assert all(a >= b for a, b in zip(evo.history, evo.history[1:]))  # parents survive: never worse
+    rand = random_search(space, fitness, num_evaluations=evo.num_evaluations, seed=0, progress=False)
+    assert rand.num_evaluations == evo.num_evaluations
+    assert evo.fitness <= rand.fitness
+
+
+def test_fitness_is_evaluated_once_per_arch(space):
+    calls = []
+    fitness = _distance_to(space, space.largest())
+    counting = lambda arch: calls.append(arch) or fitness(arch)
+    result = evolutionary_search(space, counting, seed=1, **SMALL)
+    assert len(calls) == len(set(calls)) == result.num_evaluations
+    # the initial population plus at most mutations + crossovers new archs per later generation
+    assert result.num_evaluations <= SMALL["population"] + (SMALL["generations"] - 1) * 20
+    calls.clear()
+    rand = random_search(space, counting, num_evaluations=50, seed=1, progress=False)
+    assert len(calls) == len(set(calls)) == rand.num_evaluations == 50 == len(rand.history)
+
+
+def test_seeded_runs_are_reproducible(space):
+    fitness = _distance_to(space, space.sample(random.Random(3)))
+    a = evolutionary_search(space, fitness, seed=5, **SMALL)
+    b = evolutionary_search(space, fitness, seed=5, **SMALL)
+    assert a.to_dict() == b.to_dict()
+    r1 = random_search(space, fitness, num_evaluations=40, seed=5, progress=False)
+    r2 = random_search(space, fitness, num_evaluations=40, seed=5, progress=False)
+    assert r1.to_dict() == r2.to_dict()
+
+
+def test_results_meet_the_budget(space):
+    # latency from a real (linear) predictor fit on a FLOPs stand-in, plus parameter and FLOPs caps
+    rng = random.Random(0)
+    samples = [
+        {"arch": a.to_dict(), "latency_ms": count_flops(a, space.qkv_dim, 100, 30, 30) / 1e5}
+        for a in (space.sample(rng) for _ in range(60))
+    ]
+    predictor = LinearPredictor(space).fit(samples)
+    small, big = _params(space, space.smallest()), _params(space, space.largest())
+    budget = Budget(
+        latency_ms=sorted(s["latency_ms"] for s in samples)[30],
+        latency=predictor,
+        max_params=(small + big) // 2,
+        max_flops=count_flops(space.largest(), space.qkv_dim, 100, 30, 30) // 2,
+        vocab_size=100,
+    )
+    fitness = _distance_to(space, space.largest())  # pulls toward the budget's edge
+    for result in (
+        evolutionary_search(space, fitness, budget, seed=0, **SMALL),
+        random_search(space, fitness, budget, num_evaluations=100, seed=0, progress=False),
+    ):
+        arch = space.validate(result.arch)
+        assert predictor(arch) <= budget.latency_ms
+        assert _params(space, arch) <= budget.max_params
+        assert count_flops(arch, space.qkv_dim, 100, 30, 30) <= budget.max_flops
+        assert all(c(arch) for c in budget.constraints(space))
+    # plain callables work as constraints too
+    only_one_decoder_layer = lambda arch: arch.decoder_layers == 1
+    result = evolutionary_search(space, fitness, [only_one_decoder_layer], seed=0, **SMALL)
+    assert result.arch.decoder_layers == 1
+
+
+def test_impossible_budget_says_why(space):
+    fitness = _distance_to(space, space.largest())
+    smallest = _params(space, space.smallest())
+    budget = Budget(max_params=1000, vocab_size=100)
+    with pytest.raises(BudgetError, match=rf"space 'tiny' satisfies params <= 1,000 \(smallest arch: {smallest:,}\)"):
+        evolutionary_search(space, fitness, budget, max_tries=200, **SMALL)
+    slow = Budget(latency_ms=1.0, latency=lambda arch: 3.2)
+    with pytest.raises(BudgetError, match=r"satisfies latency <= 1.0 ms \(smallest arch: 3.2 ms\)"):
+        random_search(space, fitness, slow, num_evaluations=5, max_tries=200, progress=False)
+    with pytest.raises(BudgetError, match="met the constraints in 200 random samples"):
+        random_search(space, fitness, [lambda arch: False], num_evaluations=5, max_tries=200, progress=False)
+
+
+def test_bad_budgets_and_settings(space):
+    fitness = _distance_to(space, space.largest())
+    with pytest.raises(BudgetError, match="needs a latency predictor"):
+        Budget(latency_ms=5.0).constraints(space)
+    with pytest.raises(BudgetError, match="vocabulary size"):
+        Budget(max_flops=10**6).constraints(space)
+    with pytest.raises(BudgetError, match="max_params must be positive"):
+        Budget(max_params=0, vocab_size=100).constraints(space)
+    with pytest.raises(ConfigError, match="parents=30, population=20"):
+        evolutionary_search(space, fitness, **(SMALL | {"parents": 30}))
+    with pytest.raises(ConfigError, match="max_tries"):
+        random_search(space, fitness, num_evaluations=5, max_tries=0, progress=False)
+    with pytest.raises(ConfigError, match="mutation_prob"):
+        evolutionary_search(space, fitness, mutation_prob=1.5, **SMALL)
+
+
+def test_supernet_loss_as_fitness(space):
+    # DESIGN's real fitness: validation loss with inherited weights, end to end on a tiny search
+    gen = torch.Generator().manual_seed(0)
+    pairs = [torch.randint(4, 100, (n,), generator=gen).tolist() + [3] for n in (5, 7, 6, 4)]
+    data = ParallelData(pairs, pairs[::-1], max_tokens=64)
+    net = make_supernet(space, "neuron")
+    fitness = supernet_fitness(net, data)
+    assert fitness(space.smallest()) > 0
+    settings = dict(population=4, parents=2, mutations=2, crossovers=2, generations=2, progress=False)
+    result = evolutionary_search(space, fitness, seed=0, **settings)
+    assert space.validate(result.arch) and result.fitness == fitness(result.arch)
