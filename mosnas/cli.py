@@ -41,6 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder (default RUN/export/NAME)")
     e.add_argument("--quiet", action="store_true", help="accepted for symmetry: export shows no progress bar")
 
+    la = sub.add_parser("latency", help="measure archs, fit the latency predictor, report its held-out accuracy")
+    la.add_argument("run", help="run folder")
+    la.add_argument("--samples", type=int, help="archs to measure (default: latency.num_samples of the run)")
+    la.add_argument("--quiet", action="store_true")
+
+    se = sub.add_parser("search", help="evolutionary search under a budget, then export and evaluate the winner")
+    se.add_argument("run", help="run folder")
+    se.add_argument("--latency-ms", type=float, help="latency budget (needs `mosnas latency RUN` first)")
+    se.add_argument("--max-params", type=int, default=0)
+    se.add_argument("--max-flops", type=int, default=0)
+    se.add_argument("--quiet", action="store_true")
+
+    ft = sub.add_parser("finetune", help="fine-tune an exported subnet (or train its arch from scratch)")
+    ft.add_argument("model", help="exported model folder (holds arch.json)")
+    ft.add_argument("--run", required=True, help="the run folder it came from (data, vocabulary, recipe)")
+    ft.add_argument("--steps", type=int, required=True)
+    ft.add_argument("--lr", type=float, default=5e-4)
+    ft.add_argument("--scratch", action="store_true", help="random initialization instead of inherited weights")
+    ft.add_argument("--valid-every", type=int, default=100)
+    ft.add_argument("--valid-bleu", type=int, default=200, help="validation sentences for BLEU (0: none)")
+    ft.add_argument("--name", help="output name (default: <model>-ft or <model>-scratch)")
+    ft.add_argument("--quiet", action="store_true")
+
     def decoding(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("model", help="exported model folder")
         sp.add_argument("--beam", type=int, default=5)
@@ -125,6 +148,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"exported {json.loads((out / 'export.json').read_text())['parameters']:,} parameters to {out}")
         return 0
 
+    if args.command == "latency":
+        return _latency(args)
+    if args.command == "search":
+        return _search(args)
+    if args.command == "finetune":
+        return _finetune(args)
+
     from mosnas.export import load_model
 
     model, tok = load_model(args.model)
@@ -146,4 +176,88 @@ def _dispatch(args: argparse.Namespace) -> int:
     print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, {args.split})")
     print(f"BLEU signature: {result['bleu_signature']}")
     print(f"chrF signature: {result['chrf_signature']}")
+    return 0
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mosnas.pipeline import latency_stage
+    from mosnas.train import load_run
+
+    run = load_run(args.run)
+    lc = replace(run.cfg.latency, num_samples=args.samples) if args.samples else run.cfg.latency
+    report = latency_stage(run, lc, progress=not args.quiet)
+    for name in ("mlp", "linear"):
+        m = report[name]
+        print(
+            f"{name:6s} held-out ({report['heldout_samples']} archs, trained on {report['train_samples']}): "
+            f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
+        )
+    print(f"scatter plot: {run.run_dir / 'latency' / 'scatter.png'}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mosnas.errors import ConfigError
+    from mosnas.pipeline import export_and_score, search_stage
+    from mosnas.space import Arch
+    from mosnas.train import load_run
+
+    run = load_run(args.run)
+    if args.latency_ms is None and not (args.max_params or args.max_flops):
+        raise ConfigError("give a budget: --latency-ms, --max-params and/or --max-flops")
+    if args.latency_ms is not None and not (run.run_dir / "latency" / "predictor.json").is_file():
+        raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {args.run}` first")
+    parts = (
+        ([f"latency-{args.latency_ms:g}ms"] if args.latency_ms is not None else [])
+        + ([f"params-{args.max_params}"] if args.max_params else [])
+        + ([f"flops-{args.max_flops}"] if args.max_flops else [])
+    )
+    name = "_".join(parts)
+    sc = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
+    found = search_stage(run, sc, name, args.latency_ms, run.cfg.latency, progress=not args.quiet)
+    arch = Arch.from_dict(found["evolution"]["arch"])
+    row = export_and_score(run, arch, run.run_dir / "export" / name, run.cfg.latency, progress=not args.quiet)
+    print(f"best arch ({found['evolution']['num_evaluations']} evaluations): {arch.to_json()}")
+    print(
+        f"validation NLL {found['evolution']['fitness']:.4f}"
+        + (f" (random search, same evaluations: {found['random']['fitness']:.4f})" if "random" in found else "")
+    )
+    print(
+        f"parameters {row['parameters']:,}  FLOPs {row['flops']:,}  latency predicted "
+        f"{found['predicted_latency_ms']} ms, measured {row['measured_latency_ms']:.2f} ms"
+    )
+    print(f"BLEU {row['bleu']:.2f}  chrF {row['chrf']:.2f}  ({row['split']})  {row['bleu_signature']}")
+    print(f"exported to {run.run_dir / 'export' / name}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mosnas.finetune import finetune
+    from mosnas.train import load_run
+
+    run = load_run(args.run)
+    model = Path(args.model)
+    name = args.name or f"{model.name}-{'scratch' if args.scratch else 'ft'}"
+    export, curve = finetune(
+        run.cfg,
+        model,
+        run.run_dir / "finetune",
+        name,
+        args.steps,
+        args.lr,
+        valid_every=args.valid_every,
+        valid_bleu=args.valid_bleu,
+        scratch=args.scratch,
+        progress=not args.quiet,
+    )
+    for r in curve:
+        bleu = f"  BLEU {r['valid_bleu']:.2f}" if "valid_bleu" in r else ""
+        print(f"step {r['step']:6d}  valid NLL {r['valid_nll_fixed']:.4f}{bleu}")
+    print(f"exported to {export}")
     return 0

@@ -30,6 +30,7 @@ class DataConfig:
     max_len: int = 128  # training pairs longer than this (in subwords) are dropped
     train_limit: int = 0  # use only the first N training pairs (0: all)
     valid_limit: int = 0
+    tokenizer: str = ""  # an existing sentencepiece model to use instead of training one (fine-tuning)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class TrainConfig:
     ckpt_every: int = 250
     keep_last: int = 3
     tensorboard: bool = False
+    valid_bleu: int = 0  # with sampling=fixed: also BLEU on the first N validation sentences at each validation
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,48 @@ class DecodeConfig:
     max_len_a: float = 1.2  # max output length = a * source length + b
     max_len_b: int = 10
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    num_samples: int = 200  # archs measured to train the predictor (largest and smallest included)
+    holdout: float = 0.2  # fraction held out to report the predictor's accuracy
+    src_len: int = 30  # HAT's protocol: one sentence of this length, beam search for tgt_len steps
+    tgt_len: int = 30
+    beam: int = 5
+    warmup: int = 5
+    repeats: int = 10
+    threads: int = 1  # CPU threads while measuring (fixed, recorded with every sample)
+    hidden: int = 128  # predictor MLP
+    num_layers: int = 3
+    fit_steps: int = 2000
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    latency_ms: tuple[float, ...] = ()  # one search per latency budget (ms, via the predictor)
+    latency_fractions: tuple[float, ...] = ()  # budgets between the smallest (0) and largest (1) arch's latency
+    max_params: int = 0  # extra limits on every budget (0: none)
+    max_flops: int = 0
+    population: int = 125
+    parents: int = 25
+    mutations: int = 50
+    crossovers: int = 50
+    mutation_prob: float = 0.3
+    generations: int = 30
+    valid_sentences: int = 300  # fixed validation subset for the fitness (supernet validation loss)
+    random_baseline: bool = True  # also run random search with the same number of evaluations
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    steps: int = 0  # fine-tune each search winner this many steps (0: skip)
+    lr: float = 5e-4
+    warmup: int = 50
+    valid_every: int = 100
+    valid_bleu: int = 200  # BLEU on this many validation sentences at each validation
 
 
 @dataclass(frozen=True)
@@ -96,6 +140,9 @@ class Config:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -128,6 +175,16 @@ class Config:
                 raise ConfigError(f"{key} must be > 0, got {value}")
         if not 0.0 <= self.train.distill <= 1.0:
             raise ConfigError(f"train.distill must be in [0, 1], got {self.train.distill}")
+        for v in self.search.latency_ms:
+            if v <= 0:
+                raise ConfigError(f"search.latency_ms budgets must be > 0 ms, got {v}")
+        for v in self.search.latency_fractions:
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"search.latency_fractions must be in (0, 1], got {v}")
+        if not 0.0 < self.latency.holdout < 1.0:
+            raise ConfigError(f"latency.holdout must be in (0, 1), got {self.latency.holdout}")
+        if self.latency.num_samples < 10:
+            raise ConfigError(f"latency.num_samples must be >= 10, got {self.latency.num_samples}")
         if not 0.0 <= self.supernet.dropout < 1.0:
             raise ConfigError(f"supernet.dropout must be in [0, 1), got {self.supernet.dropout}")
         return self

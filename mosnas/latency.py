@@ -142,8 +142,12 @@ def measure_archs(
 
 
 def write_samples(samples: list[dict[str, Any]], path: str | Path) -> None:
-    """Write latency samples as JSON lines."""
-    Path(path).write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    """Write latency samples as JSON lines (atomically: a stopped run keeps the previous file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:

@@ -1,89 +1,287 @@
-"""`mosnas run`: train -> export -> evaluate -> report, each stage skipped when its output exists."""
+"""`mosnas run`: train -> latency -> search -> export -> fine-tune -> evaluate -> report.
+
+Each stage writes its files into the run folder and is skipped when they already exist, so a
+stopped run continues where it stopped."""
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mosnas.checkpoint import list_checkpoints
-from mosnas.config import Config
+from mosnas.config import Config, LatencyConfig, SearchConfig
+from mosnas.costs import count_flops, count_parameters
+from mosnas.data import load_parallel
 from mosnas.evaluate import evaluate_model
 from mosnas.export import export_arch, load_model
-from mosnas.train import load_run, train
+from mosnas.latency import (
+    LatencyPredictor,
+    LinearPredictor,
+    evaluate_predictor,
+    measure_archs,
+    measure_latency,
+    read_samples,
+    scatter_plot,
+    write_samples,
+)
+from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
+from mosnas.space import Arch
+from mosnas.train import LoadedRun, load_run, train
 
 
-def _trained_steps(run_dir: Path) -> int:
-    ckpts = list_checkpoints(run_dir)
-    return int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _train_log(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "train_log.jsonl"
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def needs_training(cfg: Config) -> bool:
+    """False once the run reached its step or wall budget (the newest checkpoint is the final one)."""
+    ckpts = list_checkpoints(cfg.run_dir)
+    if not ckpts:
+        return True
+    step = int(ckpts[-1].name.split("-")[1])
+    timed = [r for r in _train_log(cfg.run_dir) if "elapsed_s" in r]
+    spent = bool(cfg.train.max_minutes) and bool(timed) and timed[-1]["elapsed_s"] >= cfg.train.max_minutes * 60
+    return step < cfg.train.max_steps and not spent
+
+
+# -- latency ---------------------------------------------------------------------------------------
+def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> dict[str, Any]:
+    """Measure `num_samples` archs, fit the MLP predictor (and a linear baseline), report held-out accuracy."""
+    out = run.run_dir / "latency"
+    report_file = out / "report.json"
+    if report_file.is_file():
+        return _read_json(report_file)
+    samples_file = out / "samples.jsonl"
+    samples = read_samples(samples_file) if samples_file.is_file() else []
+    rng = random.Random(lc.seed)
+    archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
+    if len(samples) < len(archs):  # measure in chunks so a stopped run keeps what it measured
+        for start in range(len(samples), len(archs), 20):
+            samples += measure_archs(
+                run.net,
+                archs[start : start + 20],
+                lc.src_len,
+                lc.tgt_len,
+                lc.beam,
+                lc.warmup,
+                lc.repeats,
+                "cpu",
+                lc.threads,
+                progress,
+            )
+            write_samples(samples, samples_file)
+    split = int(round(len(samples) * (1 - lc.holdout)))
+    order = list(range(len(samples)))
+    random.Random(lc.seed).shuffle(order)
+    train_s, test_s = [samples[i] for i in order[:split]], [samples[i] for i in order[split:]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(lc.threads, 1))
+    mlp = LatencyPredictor(run.space, lc.hidden, lc.num_layers, lc.seed).fit(train_s, steps=lc.fit_steps)
+    torch.set_num_threads(threads)
+    linear = LinearPredictor(run.space).fit(train_s)
+    mlp.save(out)
+    test_archs = [Arch.from_dict(s["arch"]) for s in test_s]
+    scatter_plot(
+        [s["latency_ms"] for s in test_s],
+        mlp.predict(test_archs),
+        out / "scatter.png",
+        title=f"latency predictor, held-out archs ({run.space.name})",
+    )
+    report = {
+        "train_samples": len(train_s),
+        "heldout_samples": len(test_s),
+        "mlp": evaluate_predictor(mlp, test_s),
+        "linear": evaluate_predictor(linear, test_s),
+        "device": samples[0].get("device"),
+        "settings": samples[0].get("settings"),
+        "smallest_ms": samples[1]["latency_ms"],
+        "largest_ms": samples[0]["latency_ms"],
+    }
+    _write_json(report_file, report)
+    return report
+
+
+# -- search ----------------------------------------------------------------------------------------
+def budgets(sc: SearchConfig, latency_report: dict[str, Any] | None) -> dict[str, float | None]:
+    """Budget name -> latency limit in ms (None: only the params / FLOPs limits)."""
+    out: dict[str, float | None] = {f"latency-{v:g}ms": float(v) for v in sc.latency_ms}
+    if sc.latency_fractions and latency_report:
+        lo, hi = latency_report["smallest_ms"], latency_report["largest_ms"]
+        for f in sc.latency_fractions:
+            v = round(lo + f * (hi - lo), 2)
+            out[f"latency-{v:g}ms"] = v
+    if not out and (sc.max_params or sc.max_flops):
+        out["limits"] = None
+    return out
+
+
+def search_stage(
+    run: LoadedRun, sc: SearchConfig, name: str, latency_ms: float | None, lc: LatencyConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Evolutionary search (and the random baseline at equal evaluations) under one budget."""
+    out_file = run.run_dir / "search" / f"{name}.json"
+    if out_file.is_file():
+        return _read_json(out_file)
+    predictor = LatencyPredictor.load(run.run_dir / "latency") if latency_ms is not None else None
+    cfg = run.cfg
+    budget = Budget(
+        latency_ms=latency_ms,
+        latency=predictor,
+        max_params=sc.max_params or None,
+        max_flops=sc.max_flops or None,
+        vocab_size=run.net.vocab_size,
+        share_embeddings=cfg.supernet.share_embeddings,
+        prenorm=cfg.supernet.prenorm,
+        src_len=lc.src_len,
+        tgt_len=lc.tgt_len,
+    )
+    valid, _ = load_parallel(cfg.data, cfg.data.valid, run.tokenizer, sc.valid_sentences)
+    fitness = supernet_fitness(run.net, valid)
+    t0 = time.perf_counter()
+    evo = evolutionary_search(
+        run.space,
+        fitness,
+        budget,
+        sc.population,
+        sc.parents,
+        sc.mutations,
+        sc.crossovers,
+        sc.mutation_prob,
+        sc.generations,
+        sc.seed,
+        progress=progress,
+    )
+    result: dict[str, Any] = {
+        "budget": name,
+        "latency_ms": latency_ms,
+        "max_params": sc.max_params,
+        "max_flops": sc.max_flops,
+        "valid_sentences": len(valid),
+        "evolution": evo.to_dict(),
+        "evolution_s": round(time.perf_counter() - t0, 1),
+    }
+    if sc.random_baseline:
+        rnd = random_search(run.space, fitness, budget, evo.num_evaluations, sc.seed, progress=progress)
+        result["random"] = rnd.to_dict()
+    result["predicted_latency_ms"] = round(predictor(evo.arch), 3) if predictor else None
+    _write_json(out_file, result)
+    return result
+
+
+# -- export, evaluation, report ----------------------------------------------------------------------
+def _costs(run: LoadedRun, arch: Arch, lc: LatencyConfig) -> dict[str, int]:
+    share = run.cfg.supernet.share_embeddings and arch.encoder_embed_dim == arch.decoder_embed_dim
+    return {
+        "parameters": count_parameters(arch, run.space.qkv_dim, run.net.vocab_size, share, run.cfg.supernet.prenorm),
+        "flops": count_flops(arch, run.space.qkv_dim, run.net.vocab_size, lc.src_len, lc.tgt_len),
+    }
+
+
+def export_and_score(
+    run: LoadedRun, arch: Arch, out: Path, lc: LatencyConfig, progress: bool, model_dir: Path | None = None
+) -> dict[str, Any]:
+    """Export `arch` (unless `model_dir` holds it already), re-measure its latency and score it on the test split."""
+    cfg = run.cfg
+    split = cfg.eval.split or cfg.data.test
+    result_file = out / f"eval.{split}.json"
+    info = out / "export.json"
+    stale = info.is_file() and model_dir is None and _read_json(info).get("step") != run.step
+    if not result_file.is_file() or stale:
+        if model_dir is None:
+            export_arch(run, arch, out)
+        model, tok = load_model(out)
+        measured = measure_latency(
+            model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), "cpu", lc.threads
+        )
+        _write_json(out / "latency.json", measured)
+        evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
+    return {
+        **_read_json(result_file),
+        "measured_latency_ms": _read_json(out / "latency.json")["latency_ms"],
+        "arch": arch.to_dict(),
+        **_costs(run, arch, lc),
+    }
 
 
 def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline for `cfg`; a stopped run continues where it stopped."""
+    from mosnas.finetune import finetune
+    from mosnas.report import pareto_plot, summary_markdown
+
     t0 = time.perf_counter()
-    run_dir = cfg.run_dir
-    log = (
-        json.loads((run_dir / "train_log.jsonl").read_text().splitlines()[-1])
-        if (not force and (run_dir / "train_log.jsonl").is_file())
-        else {}
-    )
-    budget_spent = bool(cfg.train.max_minutes) and log.get("elapsed_s", 0) >= cfg.train.max_minutes * 60
-    if force or (_trained_steps(run_dir) < cfg.train.max_steps and not budget_spent):
+    if force or needs_training(cfg):
         train(cfg, resume=not force, force=force, show_progress=progress)
-    loaded = load_run(run_dir)
-    split = cfg.eval.split or cfg.data.test
+    loaded = load_run(cfg.run_dir)
+    run_dir, lc = cfg.run_dir, cfg.latency
+    names = budgets(cfg.search, None)
+    latency_report = None
+    if cfg.search.latency_ms or cfg.search.latency_fractions:
+        latency_report = latency_stage(loaded, lc, progress)
+        names = budgets(cfg.search, latency_report)
     rows = []
-    for name in cfg.eval.archs:
+    for name in cfg.eval.archs:  # reference subnets: largest and smallest
         arch = loaded.space.parse_arch(name)
         out = run_dir / "export" / (name if name in ("largest", "smallest") else Path(name).stem)
-        result_file = out / f"eval.{split}.json"
-        if force or not result_file.is_file() or _exported_step(out) != loaded.step:
-            export_arch(loaded, arch, out)
-            model, tok = load_model(out)
-            evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-        info = json.loads((out / "export.json").read_text(encoding="utf-8"))
-        rows.append({"arch_name": name, "arch": arch.to_dict(), "parameters": info["parameters"], **result})
+        rows.append({"name": name, "kind": "reference", **export_and_score(loaded, arch, out, lc, progress)})
+    for name, limit in names.items():
+        found = search_stage(loaded, cfg.search, name, limit, lc, progress)
+        arch = Arch.from_dict(found["evolution"]["arch"])
+        row = {
+            "name": name,
+            "kind": "search",
+            "budget_ms": limit,
+            "fitness": found["evolution"]["fitness"],
+            "predicted_latency_ms": found["predicted_latency_ms"],
+            **export_and_score(loaded, arch, run_dir / "export" / name, lc, progress),
+        }
+        if "random" in found:
+            row["random_search_fitness"] = found["random"]["fitness"]
+        rows.append(row)
+        if cfg.finetune.steps:
+            ft = cfg.finetune
+            model_dir, curve = finetune(
+                cfg,
+                run_dir / "export" / name,
+                run_dir / "finetune",
+                name,
+                ft.steps,
+                ft.lr,
+                ft.warmup,
+                ft.valid_every,
+                ft.valid_bleu,
+                progress=progress,
+            )
+            scored = export_and_score(loaded, arch, model_dir, lc, progress, model_dir=model_dir)
+            rows.append(
+                {"name": f"{name} +ft{ft.steps}", "kind": "finetuned", "budget_ms": limit, **scored, "curve": curve}
+            )
     results = {
         "name": cfg.name,
         "generator": cfg.supernet.generator,
         "steps": loaded.step,
-        "train_log_last": log or _last_log(run_dir),
+        "train_log_last": next((r for r in reversed(_train_log(run_dir)) if "elapsed_s" in r), {}),
+        "latency_predictor": latency_report,
         "results": rows,
         "wall_s_this_call": round(time.perf_counter() - t0, 1),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    _write_json(run_dir / "results.json", results)
     (run_dir / "summary.md").write_text(summary_markdown(results), encoding="utf-8")
+    pareto_plot(results, run_dir / "pareto.png")
     return results
-
-
-def _exported_step(out: Path) -> int | None:
-    info = out / "export.json"
-    return json.loads(info.read_text(encoding="utf-8")).get("step") if info.is_file() else None
-
-
-def _last_log(run_dir: Path) -> dict[str, Any]:
-    lines = (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-    train_lines = [json.loads(x) for x in lines if '"loss_' in x]
-    return train_lines[-1] if train_lines else {}
-
-
-def summary_markdown(results: dict[str, Any]) -> str:
-    rows = results["results"]
-    lines = [
-        f"# {results['name']}: generator `{results['generator']}`, {results['steps']} steps",
-        "",
-        "| arch | parameters | BLEU | chrF | split |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['arch_name']} | {r['parameters']:,} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['split']} |")
-    if rows:
-        lines += [
-            "",
-            f"BLEU signature: `{rows[0]['bleu_signature']}`",
-            "",
-            f"chrF signature: `{rows[0]['chrf_signature']}`",
-        ]
-    return "\n".join(lines) + "\n"

@@ -40,7 +40,11 @@ RESUMABLE_KEYS = {
     "train.keep_last",
     "train.threads",
     "train.tensorboard",
+    "train.valid_bleu",
     "decode",
+    "latency",
+    "search",
+    "finetune",
     "eval",
 }
 
@@ -191,6 +195,10 @@ def tokenizer_for_run(cfg: Config, run_dir: Path):
     path = run_dir / "spm.model"
     if path.is_file():
         return load_tokenizer(path)
+    if cfg.data.tokenizer:  # reuse a trained vocabulary (fine-tuning an exported model)
+        load_tokenizer(cfg.data.tokenizer)  # fails clearly if it is not a sentencepiece model
+        shutil.copyfile(cfg.data.tokenizer, path)
+        return load_tokenizer(path)
     src, tgt = read_parallel(cfg.data, cfg.data.train, cfg.data.train_limit)
     return train_tokenizer(src + tgt, cfg.data.vocab_size, path)
 
@@ -324,6 +332,9 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     sp = load_tokenizer(run_dir / "spm.model")
     train_data, dropped = load_parallel(cfg.data, cfg.data.train, sp, cfg.data.train_limit, cfg.data.max_len, tc.seed)
     valid_data, _ = load_parallel(cfg.data, cfg.data.valid, sp, cfg.data.valid_limit)
+    bleu = None
+    if tc.valid_bleu and fixed is not None:
+        bleu = (sp, *read_parallel(cfg.data, cfg.data.valid, tc.valid_bleu), cfg.decode)
 
     net = _build_supernet(space, sp.get_piece_size(), cfg).to(device)
     params = list(net.parameters())
@@ -393,6 +404,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 "world_size": ddp.world,
             }
         )
+    if step == 0 and fixed is not None and ddp.main:  # the starting point of a fine-tuning curve
+        log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
     net.train()
     bar = tqdm(
         total=tc.max_steps,
@@ -450,7 +463,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 bar.set_postfix(loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window, window_tokens, window_time, window_steps = {}, 0, 0.0, 0
             if step % tc.valid_every == 0 and ddp.main:
-                log(validate(net, valid_data, space, device, tc.bf16, step, fixed))
+                log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
             if step % tc.ckpt_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
@@ -461,7 +474,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     last = list_checkpoints(run_dir)
     if ddp.main and (not last or int(last[-1].name.split("-")[1]) != step):
         if step % tc.valid_every:
-            log(validate(net, valid_data, space, device, tc.bf16, step, fixed))
+            log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
         checkpoint()
     if writer:
         writer.close()
@@ -501,13 +514,33 @@ def train_step(
 
 
 def validate(
-    net: Supernet, data: ParallelData, space: Space, device: torch.device, bf16: bool, step: int, fixed: Arch | None
+    net: Supernet,
+    data: ParallelData,
+    space: Space,
+    device: torch.device,
+    bf16: bool,
+    step: int,
+    fixed: Arch | None,
+    bleu: tuple[Any, list[str], list[str], Any] | None = None,
 ) -> dict[str, Any]:
+    """Validation NLL of the largest and smallest archs (or the fixed one); with `bleu` =
+    (tokenizer, sources, references, decode config), also the fixed arch's BLEU."""
     archs = {"fixed": fixed} if fixed is not None else {"largest": space.largest(), "smallest": space.smallest()}
-    return {
+    record: dict[str, Any] = {
         "step": step,
         **{f"valid_nll_{k}": round(evaluate_loss(net, data, a, device, bf16), 4) for k, a in archs.items()},
     }
+    if bleu is not None and fixed is not None:
+        from mosnas.decode import translate
+        from mosnas.evaluate import score
+
+        tokenizer, src, ref, dc = bleu
+        hyps = translate(
+            net.export(fixed), tokenizer, src, dc.beam, dc.lenpen, dc.max_len_a, dc.max_len_b, dc.batch_size
+        )
+        net.train()
+        record["valid_bleu"] = score(hyps, ref)["bleu"]
+    return record
 
 
 def _tensorboard(run_dir: Path):

@@ -49,7 +49,10 @@ def test_train_export_translate_evaluate(tmp_path):
     assert "| largest |" in run.stdout and "BLEU signature: `nrefs:1" in run.stdout
     run_dir = tmp_path / "tiny"
     results = json.loads((run_dir / "results.json").read_text())
-    assert [r["arch_name"] for r in results["results"]] == ["largest", "smallest"]
+    assert [r["name"] for r in results["results"]][:2] == ["largest", "smallest"]
+    assert results["results"][2]["kind"] == "search" and (run_dir / "pareto.png").stat().st_size > 1000
+    searched = results["results"][2]
+    assert searched["predicted_latency_ms"] <= searched["budget_ms"]  # the winner fits the budget it was given
 
     arch = run_dir / "arch.json"
     arch.write_text(json.dumps({**results["results"][1]["arch"], "decoder_ffn_dims": [48]}))

@@ -1,0 +1,82 @@
+"""Fine-tune an exported subnet (weights inherited from the supernet) or train its arch from scratch.
+
+Both reuse the training loop: a `shared` supernet trained on one fixed arch is exactly a dense
+model of that arch, and `supernet.pretrained` fills it with the exported weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mosnas.config import Config
+from mosnas.errors import CheckpointError
+from mosnas.export import export_arch
+from mosnas.space import Arch
+from mosnas.train import load_run, train
+
+
+def finetune_config(
+    run_cfg: Config,
+    model_dir: Path,
+    out_dir: Path,
+    name: str,
+    steps: int,
+    lr: float,
+    warmup: int,
+    valid_every: int,
+    valid_bleu: int,
+    scratch: bool,
+) -> Config:
+    """The training config of one fine-tuning (or from-scratch) run of the arch in `model_dir`."""
+    for needed in ("arch.json", "model.safetensors", "spm.model"):
+        if not (model_dir / needed).is_file():
+            raise CheckpointError(f"{model_dir} is not an exported model folder (missing {needed})")
+    sn = replace(
+        run_cfg.supernet,
+        generator="shared",
+        num_experts=1,
+        expert_init="copy",
+        pretrained="" if scratch else str(model_dir / "model.safetensors"),
+    )
+    tc = replace(
+        run_cfg.train,
+        sampling="fixed",
+        fixed_arch=str(model_dir / "arch.json"),
+        max_steps=steps,
+        max_minutes=0.0,
+        lr=lr,
+        warmup=warmup,
+        valid_every=valid_every,
+        ckpt_every=max(valid_every, steps),
+        distill=0.0,
+        valid_bleu=valid_bleu,
+    )
+    data = replace(run_cfg.data, tokenizer=str(model_dir / "spm.model"))
+    return replace(run_cfg, name=name, out_dir=str(out_dir), supernet=sn, train=tc, data=data).validate()
+
+
+def finetune(
+    run_cfg: Config,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    name: str,
+    steps: int,
+    lr: float = 5e-4,
+    warmup: int = 50,
+    valid_every: int = 100,
+    valid_bleu: int = 200,
+    scratch: bool = False,
+    progress: bool = True,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Train the arch of `model_dir` for `steps` and export it to `<out>/<name>/export`; returns the
+    export folder and the validation curve (NLL and BLEU against steps)."""
+    model_dir = Path(model_dir)
+    cfg = finetune_config(run_cfg, model_dir, Path(out_dir), name, steps, lr, warmup, valid_every, valid_bleu, scratch)
+    run_dir = train(cfg, resume=True, show_progress=progress)
+    loaded = load_run(run_dir)
+    arch = Arch.from_json((model_dir / "arch.json").read_text(encoding="utf-8"))
+    export = export_arch(loaded, arch, run_dir / "export")
+    records = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    return export, [r for r in records if "valid_nll_fixed" in r]

@@ -1,0 +1,99 @@
+"""Stages after training: latency, search, fine-tuning and the report, on a tiny trained run."""
+
+import json
+
+import pytest
+import torch
+
+from mosnas.config import SearchConfig
+from mosnas.data import load_parallel
+from mosnas.finetune import finetune
+from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
+from mosnas.report import pareto_plot, summary_markdown
+from mosnas.space import Arch
+from mosnas.train import evaluate_loss, load_run, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from mosnas.config import load_config
+    from tests.conftest import DATA, ROOT, TINY_SPACE
+
+    out = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [f"out_dir={out}", f"data.dir={DATA}", f"supernet.space={TINY_SPACE}", "train.max_steps=8"],
+    )
+    return load_run(train(cfg, show_progress=False))
+
+
+def test_budgets_from_fractions_and_absolute_values():
+    sc = SearchConfig(latency_ms=(5.0,), latency_fractions=(0.5,))
+    assert budgets(sc, {"smallest_ms": 2.0, "largest_ms": 4.0}) == {"latency-5ms": 5.0, "latency-3ms": 3.0}
+    assert budgets(SearchConfig(max_params=10_000), None) == {"limits": None}
+
+
+def test_latency_search_export_report(run):
+    report = latency_stage(run, run.cfg.latency, progress=False)
+    assert report["train_samples"] + report["heldout_samples"] == run.cfg.latency.num_samples
+    assert report["largest_ms"] > 0 and report["mlp"]["rmse_ms"] >= 0
+    assert (run.run_dir / "latency" / "scatter.png").is_file()
+    samples = [json.loads(x) for x in (run.run_dir / "latency" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["settings"]["beam"] == run.cfg.latency.beam and s["device"] for s in samples)
+
+    limit = report["smallest_ms"] + 0.5 * (report["largest_ms"] - report["smallest_ms"])
+    found = search_stage(run, run.cfg.search, "test-budget", limit, run.cfg.latency, progress=False)
+    arch = run.space.validate(Arch.from_dict(found["evolution"]["arch"]))
+    assert found["predicted_latency_ms"] <= limit
+    assert found["random"]["num_evaluations"] == found["evolution"]["num_evaluations"]
+    # The fitness really is the supernet's validation loss of that arch on the fixed subset.
+    valid, _ = load_parallel(run.cfg.data, run.cfg.data.valid, run.tokenizer, run.cfg.search.valid_sentences)
+    assert found["evolution"]["fitness"] == pytest.approx(evaluate_loss(run.net, valid, arch, torch.device("cpu")))
+
+    row = export_and_score(run, arch, run.run_dir / "export" / "test-budget", run.cfg.latency, progress=False)
+    assert row["measured_latency_ms"] > 0 and row["parameters"] > 0 and 0 <= row["bleu"] <= 100
+    results = {
+        "name": "t",
+        "generator": "neuron",
+        "steps": run.step,
+        "latency_predictor": report,
+        "results": [
+            {
+                "name": "test-budget",
+                "kind": "search",
+                "budget_ms": limit,
+                "fitness": 1.0,
+                "predicted_latency_ms": found["predicted_latency_ms"],
+                "random_search_fitness": 1.1,
+                **row,
+            }
+        ],
+    }
+    md = summary_markdown(results)
+    assert "| test-budget |" in md and "Kendall tau" in md and "nrefs:1" in md
+    assert pareto_plot(results, run.run_dir / "p.png").stat().st_size > 1000
+
+
+def test_finetune_starts_from_inherited_weights(run, tmp_path):
+    arch = run.space.smallest()
+    model_dir = tmp_path / "m"
+    export_and_score(run, arch, model_dir, run.cfg.latency, progress=False)
+    _, curve = finetune(
+        run.cfg, model_dir, tmp_path / "ft", "inherited", steps=2, valid_every=1, valid_bleu=4, progress=False
+    )
+    _, scratch = finetune(
+        run.cfg,
+        model_dir,
+        tmp_path / "ft",
+        "scratch",
+        steps=2,
+        valid_every=1,
+        valid_bleu=4,
+        scratch=True,
+        progress=False,
+    )
+    assert [r["step"] for r in curve] == [0, 1, 2] and all("valid_bleu" in r for r in curve)
+    valid, _ = load_parallel(run.cfg.data, run.cfg.data.valid, run.tokenizer, run.cfg.data.valid_limit)
+    inherited = evaluate_loss(run.net, valid, arch, torch.device("cpu"))
+    assert curve[0]["valid_nll_fixed"] == pytest.approx(inherited, abs=1e-4)  # step 0 = the supernet's subnet
+    assert scratch[0]["valid_nll_fixed"] > curve[0]["valid_nll_fixed"]
