@@ -83,17 +83,18 @@ def main() -> None:
         for r in res["results"]:
             row = {
                 "run": name,
-                "arch": r["arch_name"],
+                "arch": r["name"],
                 "steps": res["steps"],
                 "s_per_step": round(step_time(RUNS / f"bench-{name}"), 3),
                 "parameters": r["parameters"],
+                "latency_ms": r["measured_latency_ms"],
                 "bleu": r["bleu"],
                 "chrf": r["chrf"],
             }
             rows.append(row)
             table.append(
-                f"| {name} | {r['arch_name']} | {row['parameters']:,} | {row['steps']} | "
-                f"{row['s_per_step']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} |"
+                f"| {name} | {r['name']} | {row['parameters']:,} | {row['steps']} | "
+                f"{row['s_per_step']:.2f} | {row['latency_ms']:.1f} | {r['bleu']:.2f} | {r['chrf']:.2f} |"
             )
     sig = results["shared"]["results"][0]
     meta = {
@@ -115,8 +116,8 @@ def main() -> None:
         f"{args.minutes:g} min training wall budget per generator, {args.parallel} runs at once on the "
         "machine's cores (1 thread each); `dense` = the largest arch trained alone for the shared run's steps.",
         "",
-        "| run | subnet | parameters | steps | s/step | BLEU | chrF |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| run | subnet | parameters | steps | s/step | latency ms | BLEU | chrF |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
         *table,
         "",
         f"BLEU signature: `{meta['bleu_signature']}`",

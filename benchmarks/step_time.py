@@ -16,6 +16,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,9 +54,7 @@ def main() -> None:
     nets, opts = {}, {}
     for gen in ("shared", "layer", "neuron"):
         torch.manual_seed(0)
-        nets[gen] = Supernet(
-            space, sp.get_piece_size(), cfg.supernet.__class__(**{**cfg.supernet.__dict__, "generator": gen})
-        )
+        nets[gen] = Supernet(space, sp.get_piece_size(), replace(cfg.supernet, generator=gen))
         opts[gen] = torch.optim.AdamW(nets[gen].parameters(), lr=1e-4)
     runs = {"shared": "sandwich", "layer": "sandwich", "neuron": "sandwich", "dense-largest": "fixed"}
     times: dict[str, list[float]] = {k: [] for k in runs}

@@ -207,11 +207,13 @@ def export_and_score(
         if model_dir is None:
             export_arch(run, arch, out)
         model, tok = load_model(out)
+        evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
+    if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
+        model, _ = load_model(out)
         measured = measure_latency(
             model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), "cpu", lc.threads
         )
         _write_json(out / "latency.json", measured)
-        evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
     return {
         **_read_json(result_file),
         "measured_latency_ms": _read_json(out / "latency.json")["latency_ms"],

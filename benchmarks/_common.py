@@ -1,0 +1,36 @@
+"""Shared bits of the benchmark scripts: where results go and what machine produced them."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    from mosnas.latency import device_info
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "cpu": device_info("cpu").get("name"),
+        "cores": __import__("os").cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def write(name: str, meta: dict[str, Any], rows: list[dict[str, Any]], markdown: list[str]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    head = (
+        f"Date {meta['date']}; `{meta['machine']}`; CPU {meta['cpu']} ({meta['cores']} cores); torch {meta['torch']}."
+    )
+    (RESULTS / f"{name}.md").write_text("\n".join([markdown[0], "", head, *markdown[1:]]) + "\n")
+    print("\n".join(markdown))
