@@ -8,7 +8,8 @@ from torch import Tensor
 from mosnas.models.transformer import EncoderOut, Transformer
 
 
-def _reorder(cache: list[dict], order: Tensor) -> None:
+def reorder_cache(cache: list[dict], order: Tensor) -> None:
+    """Keep the incremental state of the hypotheses in `order` (beam search's reordering)."""
     for layer in cache:
         for part in layer.values():
             for k in part:
@@ -75,7 +76,7 @@ def beam_search(
         rows = torch.tensor(next_rows, device=device)
         tokens = torch.cat([tokens.index_select(0, rows), torch.tensor(next_tokens, device=device)[:, None]], 1)
         scores = torch.tensor(next_scores, device=device).view(bsz, beam)
-        _reorder(cache, rows)
+        reorder_cache(cache, rows)
     out = []
     for b in range(bsz):
         if not finished[b]:  # ran out of length: take the best alive hypothesis

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mosnas.decode import reorder_cache
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.models.supernet import Supernet
 from mosnas.models.transformer import EncoderOut, Transformer
@@ -62,10 +63,7 @@ def _translate(model: Transformer, src: Tensor, tokens: Tensor, beam: int) -> No
     for step in range(tokens.shape[1]):
         logits = model.decode(tokens[:, step : step + 1], enc, cache, start=step)
         logits[:, -1].float().log_softmax(-1).topk(2 * beam)  # beam search's scoring (result unused)
-        for layer in cache:  # and its cache reordering, with a fixed order
-            for part in layer.values():
-                for k in part:
-                    part[k] = part[k].index_select(0, order)
+        reorder_cache(cache, order)  # and its cache reordering, with a fixed order
 
 
 @torch.no_grad()
