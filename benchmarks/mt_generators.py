@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, write  # noqa: E402
+
 CONFIG = ROOT / "configs" / "bench_multi30k.yaml"
 RUNS = ROOT / "runs" / "bench"
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def mosnas_run(name: str, overrides: list[str]) -> subprocess.Popen:
@@ -33,7 +32,7 @@ def mosnas_run(name: str, overrides: list[str]) -> subprocess.Popen:
 def wait_all(procs: dict[str, subprocess.Popen]) -> None:
     for name, p in procs.items():
         if p.wait() != 0:
-            sys.exit(f"run {name} failed; see {RUNS / (name + '.log')}")
+            sys.exit(f"run {name} failed; see {RUNS / ('bench-' + name + '.log')}")
 
 
 def step_time(run_dir: Path) -> float:
@@ -71,6 +70,7 @@ def main() -> None:
                     "train.fixed_arch=largest",
                     f"train.max_steps={steps}",
                     "train.max_minutes=0",
+                    "train.threads=0",  # runs alone: both cores (threads do not change the result)
                     "eval.archs=[largest]",
                 ],
             )
@@ -98,23 +98,20 @@ def main() -> None:
             )
     sig = results["shared"]["results"][0]
     meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        **machine(),
         "minutes_per_generator": args.minutes,
         "parallel_runs": args.parallel,
         "config": str(CONFIG.relative_to(ROOT)),
         "bleu_signature": sig["bleu_signature"],
         "chrf_signature": sig["chrf_signature"],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mt_generators.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = [
         "# Weight generators on Multi30k En->De (test_2016_flickr)",
         "",
-        f"Date {meta['date']}; machine `{meta['machine']}`; config `{meta['config']}`; "
-        f"{args.minutes:g} min training wall budget per generator, {args.parallel} runs at once on the "
-        "machine's cores (1 thread each); `dense` = the largest arch trained alone for the shared run's steps.",
+        f"Config `{meta['config']}`; {args.minutes:g} min training wall budget per generator, {args.parallel} runs "
+        "at once on the machine's cores (1 thread each); `dense` = the largest arch trained alone for the shared "
+        "run's number of steps. BLEU/chrF: sacreBLEU on detokenized output against the raw references, beam 5. "
+        "Latency: the exported model, HAT's protocol (30-token source, beam 5, 30 decoder steps, 1 thread).",
         "",
         "| run | subnet | parameters | steps | s/step | latency ms | BLEU | chrF |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -127,8 +124,7 @@ def main() -> None:
         "s/step is measured inside each run while the runs shared the CPU; see `step_time.md` for a "
         "side-by-side ratio of the generators' step cost.",
     ]
-    (RESULTS / "mt_generators.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write("mt_generators", meta, rows, md)
 
 
 if __name__ == "__main__":

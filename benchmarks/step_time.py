@@ -11,16 +11,15 @@ dense largest arch alone. Reports medians and ratios to `shared` in benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, write  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 from mosnas.cli import _tune_malloc  # noqa: E402
@@ -80,24 +79,18 @@ def main() -> None:
         for k, v in med.items()
     ]
     meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        **machine(),
         "threads": args.threads,
         "bf16": bool(args.bf16),
         "repeats": args.repeats,
         "batch_max_tokens": cfg.data.max_tokens,
-        "torch": torch.__version__,
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "step_time.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = [
         "# Training-step time per weight generator (side by side, one process)",
         "",
-        f"Date {meta['date']}; `{meta['machine']}`; {args.threads} threads; bf16 autocast {meta['bf16']}; "
-        f"median of {args.repeats} real Multi30k batches (<= {cfg.data.max_tokens} tokens); a step = largest + "
-        "smallest + 1 random arch (sandwich), forward + backward + AdamW; `dense-largest` = the largest arch alone.",
+        f"{args.threads} threads; bf16 autocast {meta['bf16']}; median of {args.repeats} real Multi30k batches "
+        f"(<= {cfg.data.max_tokens} tokens), round-robin over the generators; a step = largest + smallest + 1 random "
+        "arch (sandwich), forward + backward + AdamW; `dense-largest` = the largest arch alone.",
         "",
         "| run | supernet parameters | median s/step | ratio to shared |",
         "|---|---:|---:|---:|",
@@ -106,8 +99,7 @@ def main() -> None:
         f"| {r['run']} | {r['parameters']:,} | {r['median_s_per_step']:.3f} | {r['ratio_to_shared']:.2f} |"
         for r in rows
     ]
-    (out / "step_time.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write("step_time", meta, rows, md)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
     run_dir = cfg.run_dir
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        old = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+        # Through the config class, so keys added to mosnas since that run compare as their defaults.
+        old = _flatten(config_from_dict(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).to_dict())
         new = _flatten(cfg.to_dict())
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
         if force:

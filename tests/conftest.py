@@ -60,3 +60,16 @@ def spm_model(tmp_path_factory) -> SpmModel:
     path = tmp_path_factory.mktemp("spm") / "spm.model"
     train_tokenizer(src + tgt, 200, path)
     return SpmModel(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory) -> Path:
+    """A tiny supernet trained for 8 steps, shared by tests that read (never damage) a trained run."""
+    from mosnas.train import train
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [f"out_dir={out}", f"data.dir={DATA}", f"supernet.space={TINY_SPACE}", "train.max_steps=8"],
+    )
+    return train(cfg, show_progress=False)

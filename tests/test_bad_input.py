@@ -9,20 +9,13 @@ import pytest
 
 from mosnas.checkpoint import list_checkpoints
 from mosnas.cli import main
-from mosnas.config import load_config
-from mosnas.train import train
+from mosnas.train import load_run
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny trained run, shared by the cases that need one (they must not damage it)."""
-    out = tmp_path_factory.mktemp("runs")
-    cfg = load_config(
-        ROOT / "configs" / "tiny.yaml",
-        [f"out_dir={out}", f"data.dir={DATA}", f"supernet.space={TINY_SPACE}", "train.max_steps=2"],
-    )
-    return train(cfg, show_progress=False)
+@pytest.fixture
+def trained(tiny_run_dir):
+    return tiny_run_dir
 
 
 @pytest.fixture
@@ -243,6 +236,7 @@ def test_non_finite_loss_stops_with_message(capsys, tmp_path):
     ]
     expect_error(capsys, "non-finite loss at step .* the last checkpoint is kept", *args)
     assert list_checkpoints(tmp_path / "tiny")
+    assert load_run(tmp_path / "tiny").step >= 1  # the kept checkpoint loads
 
 
 def test_disk_full_is_one_line(capsys, tmp_path, trained):

@@ -11,20 +11,12 @@ from mosnas.finetune import finetune
 from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
 from mosnas.report import pareto_plot, summary_markdown
 from mosnas.space import Arch
-from mosnas.train import evaluate_loss, load_run, train
+from mosnas.train import evaluate_loss, load_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from mosnas.config import load_config
-    from tests.conftest import DATA, ROOT, TINY_SPACE
-
-    out = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(
-        ROOT / "configs" / "tiny.yaml",
-        [f"out_dir={out}", f"data.dir={DATA}", f"supernet.space={TINY_SPACE}", "train.max_steps=8"],
-    )
-    return load_run(train(cfg, show_progress=False))
+def run(tiny_run_dir):
+    return load_run(tiny_run_dir)
 
 
 def test_budgets_from_fractions_and_absolute_values():

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from mosnas.checkpoint import list_checkpoints
-from mosnas.errors import CheckpointError, ConfigError, TrainingError
+from mosnas.errors import CheckpointError, ConfigError
 from mosnas.train import load_run, step_archs, train
 
 
@@ -86,19 +86,3 @@ def test_corrupted_and_foreign_checkpoints_are_refused(tiny_cfg):
     model.write_bytes(model.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         load_run(run_dir)
-
-
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_cfg):
-    cfg = tiny_cfg(
-        "train.lr=1e12",
-        "train.warmup=0",
-        "train.clip_norm=0",
-        "train.max_steps=50",
-        "train.ckpt_every=1",
-        "train.bf16=false",
-    )
-    with pytest.raises(TrainingError, match="non-finite loss"):
-        train(cfg, show_progress=False)
-    ckpts = list_checkpoints(cfg.run_dir)
-    assert ckpts  # the last good checkpoint is still there and loads
-    assert load_run(cfg.run_dir).step >= 1
