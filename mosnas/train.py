@@ -49,10 +49,6 @@ RESUMABLE_KEYS = {
 }
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -306,7 +302,7 @@ def _truncate_log(path: Path, step: int) -> None:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("step", 0) <= step and not (record.get("step") == step and record.get("event") == "resume"):
+        if record.get("step", 0) <= step:
             kept.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
