@@ -47,14 +47,16 @@ def main() -> None:
         f"Space `{run.space.name}` (run `{args.run}`); {report['train_samples']} measured archs to train, "
         f"{report['heldout_samples']} held out. Protocol: exported dense model, source length {s['src_len']}, "
         f"beam {s['beam']}, {s['tgt_len']} decoder steps, {s['repeats']} timed repeats after {s['warmup']} warm-ups, "
-        f"median of the middle 80%; {s.get('threads')} thread(s). Latencies measured span "
+        f"median of the middle 80%; {report['device']['threads']} thread(s). Latencies measured span "
         f"{report['smallest_ms']:.1f} ms (smallest arch) to {report['largest_ms']:.1f} ms (largest).",
         "",
         "| predictor | RMSE ms | MAPE % | Kendall tau |",
         "|---|---:|---:|---:|",
     ]
     md += [f"| {r['predictor']} | {r['rmse_ms']:.2f} | {r['mape_pct']:.2f} | {r['kendall_tau']:.3f} |" for r in rows]
-    md += ["", f"Scatter plot: `{Path(args.run) / 'latency' / 'scatter.png'}` (not committed)."]
+    md += ["", f"Scatter plot: `{Path(args.run) / 'latency' / 'scatter.png'}` (not committed). On this 2-core VM "
+           "repeated timings of one model spread by about +-15% (see `times_ms` in the samples), which bounds what "
+           "any predictor can reach here; more repeats (latency.repeats) tighten it at a proportional cost."]
     write("latency_predictor", meta, rows, md)
 
 

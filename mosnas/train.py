@@ -404,9 +404,13 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     if step == 0 and fixed is not None and ddp.main:  # the starting point of a fine-tuning curve
         log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
     net.train()
+    # With a wall budget the bar counts training seconds (its ETA is then the real end); else steps.
+    timed = bool(tc.max_minutes)
     bar = tqdm(
-        total=tc.max_steps,
-        initial=step,
+        total=round(tc.max_minutes * 60) if timed else tc.max_steps,
+        initial=round(elapsed) if timed else step,
+        unit="s" if timed else "step",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if timed else None,
         disable=not (show_progress and ddp.main),
         desc=f"train {cfg.name}",
         dynamic_ncols=True,
@@ -443,7 +447,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
             window_time, window_tokens, window_steps = window_time + dt, window_tokens + int(tokens), window_steps + 1
             for (kind, _), v in zip(losses.items(), values.tolist()):
                 window.setdefault(kind, []).append(v)
-            bar.update(1)
+            bar.update(min(dt, bar.total - bar.n) if timed else 1)
             if step % tc.log_every == 0 or step == tc.max_steps:
                 record = {
                     "step": step,
@@ -457,7 +461,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 }
                 log(record)
                 shown = record.get("loss_largest", record.get("loss_random", record.get("loss_fixed", 0.0)))
-                bar.set_postfix(loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                bar.set_postfix(step=step, loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window, window_tokens, window_time, window_steps = {}, 0, 0.0, 0
             if step % tc.valid_every == 0 and ddp.main:
                 log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
