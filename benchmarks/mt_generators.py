@@ -1,7 +1,7 @@
 """Shared vs layer-wise vs neuron-wise MoS on Multi30k En->De under one config and wall budget,
 plus a dense Transformer of the largest arch trained for the same number of steps.
 
-    python benchmarks/mt_generators.py [--minutes 35] [--parallel 3]
+    python benchmarks/mt_generators.py [--minutes 70] [--parallel 3]
 
 Each generator is a `mosnas run` of configs/bench_multi30k.yaml (runs/bench/<name>); runs are
 resumable, so re-running the script continues where it stopped. Writes
@@ -44,7 +44,7 @@ def step_time(run_dir: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=35.0, help="training wall budget per generator")
+    ap.add_argument("--minutes", type=float, default=70.0, help="training wall budget per generator")
     ap.add_argument("--parallel", type=int, default=3, help="generators trained at once (1 thread each)")
     args = ap.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
