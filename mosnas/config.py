@@ -102,7 +102,9 @@ class LatencyConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     latency_ms: tuple[float, ...] = ()  # one search per latency budget (ms, via the predictor)
-    latency_fractions: tuple[float, ...] = ()  # budgets between the smallest (0) and largest (1) arch's latency
+    latency_fractions: tuple[
+        float, ...
+    ] = ()  # budgets between the smallest (0) and largest (1) arch's predicted latency
     max_params: int = 0  # extra limits on every budget (0: none)
     max_flops: int = 0
     population: int = 125

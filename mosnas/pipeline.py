@@ -6,6 +6,7 @@ stopped run continues where it stopped."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -119,13 +120,17 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
 
 
 # -- search ----------------------------------------------------------------------------------------
-def budgets(sc: SearchConfig, latency_report: dict[str, Any] | None) -> dict[str, float | None]:
-    """Budget name -> latency limit in ms (None: only the params / FLOPs limits)."""
+def budgets(sc: SearchConfig, span: tuple[float, float] | None) -> dict[str, float | None]:
+    """Budget name -> latency limit in ms (None: only the params / FLOPs limits).
+
+    `latency_fractions` place budgets within `span` = the predictor's latency of the smallest and
+    largest arch: the search's constraint uses the predictor, so the smallest arch always fits
+    (measured values would make a low budget infeasible whenever the predictor errs upwards)."""
     out: dict[str, float | None] = {f"latency-{v:g}ms": float(v) for v in sc.latency_ms}
-    if sc.latency_fractions and latency_report:
-        lo, hi = latency_report["smallest_ms"], latency_report["largest_ms"]
+    if sc.latency_fractions and span:
+        lo, hi = span
         for f in sc.latency_fractions:
-            v = round(lo + f * (hi - lo), 2)
+            v = math.ceil((lo + f * (hi - lo)) * 100) / 100  # rounded up: never below the smallest arch
             out[f"latency-{v:g}ms"] = v
     if not out and (sc.max_params or sc.max_flops):
         out["limits"] = None
@@ -236,7 +241,8 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     latency_report = None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
         latency_report = latency_stage(loaded, lc, progress)
-        names = budgets(cfg.search, latency_report)
+        predictor = LatencyPredictor.load(run_dir / "latency")
+        names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))
     rows = []
     for name in cfg.eval.archs:  # reference subnets: largest and smallest
         arch = loaded.space.parse_arch(name)
