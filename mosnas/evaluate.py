@@ -9,7 +9,7 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF
 
 from mosnas.config import DataConfig, DecodeConfig
-from mosnas.data import find_split, read_lines
+from mosnas.data import read_parallel
 from mosnas.decode import translate
 from mosnas.errors import DataError
 
@@ -40,12 +40,7 @@ def evaluate_model(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Translate a split's source side and score it against its raw target side."""
-    src = read_lines(find_split(data.dir, split, data.src_lang))
-    ref = read_lines(find_split(data.dir, split, data.tgt_lang))
-    if len(src) != len(ref):
-        raise DataError(f"split '{split}': {len(src)} source lines but {len(ref)} references")
-    if limit:
-        src, ref = src[:limit], ref[:limit]
+    src, ref = read_parallel(data, split, limit)
     hyps = translate(
         model,
         tokenizer,

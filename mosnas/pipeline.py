@@ -208,13 +208,14 @@ def export_and_score(
     result_file = out / f"eval.{split}.json"
     info = out / "export.json"
     stale = info.is_file() and model_dir is None and _read_json(info).get("step") != run.step
+    model = None
     if not result_file.is_file() or stale:
         if model_dir is None:
             export_arch(run, arch, out)
         model, tok = load_model(out)
         evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
     if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
-        model, _ = load_model(out)
+        model = model or load_model(out)[0]
         measured = measure_latency(
             model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), "cpu", lc.threads
         )
