@@ -34,7 +34,12 @@ def test_latency_search_export_report(run):
     samples = [json.loads(x) for x in (run.run_dir / "latency" / "samples.jsonl").read_text().splitlines()]
     assert all(s["settings"]["beam"] == run.cfg.latency.beam and s["device"] for s in samples)
 
-    limit = report["smallest_ms"] + 0.5 * (report["largest_ms"] - report["smallest_ms"])
+    from mosnas.latency import LatencyPredictor
+
+    predictor = LatencyPredictor.load(run.run_dir / "latency")  # budgets live in the predictor's span, as in run()
+    limit = budgets(
+        SearchConfig(latency_fractions=(0.5,)), (predictor(run.space.smallest()), predictor(run.space.largest()))
+    ).popitem()[1]
     found = search_stage(run, run.cfg.search, "test-budget", limit, run.cfg.latency, progress=False)
     arch = run.space.validate(Arch.from_dict(found["evolution"]["arch"]))
     assert found["predicted_latency_ms"] <= limit
