@@ -15,6 +15,8 @@ from mosnas.errors import ConfigError
 GENERATORS = ("shared", "layer", "neuron")
 EXPERT_INITS = ("copy", "independent", "pretrained-first")
 SAMPLINGS = ("sandwich", "uniform", "fixed")
+PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES = ("inverse_sqrt", "cosine")
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,14 @@ class TrainConfig:
     distill: float = 0.0  # weight of in-place distillation from the largest arch (0: off)
     lr: float = 1e-3
     warmup: int = 400
+    schedule: str = "inverse_sqrt"  # after warm-up: inverse_sqrt | cosine (to min_lr at max_steps, HAT's recipe)
+    min_lr: float = 0.0  # the cosine schedule's floor
+    update_freq: int = 1  # batches accumulated per optimizer update (fairseq's --update-freq)
     betas: tuple[float, ...] = (0.9, 0.98)
     weight_decay: float = 0.0001
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
-    bf16: bool = False  # bf16 autocast (CPU and CUDA)
+    precision: str = "auto"  # auto (bf16 only where it is fast: CUDA with bf16, CPUs with native bf16) | fp32 | bf16
     threads: int = 0  # torch intra-op threads; 0: torch's default
     log_every: int = 20
     valid_every: int = 250
@@ -93,6 +98,8 @@ class LatencyConfig:
     warmup: int = 5
     repeats: int = 10
     threads: int = 1  # CPU threads while measuring (fixed, recorded with every sample)
+    device: str = "auto"  # cpu | cuda | cuda:N | auto (cuda when available); recorded with every sample
+    precision: str = "auto"  # dtype of the exported model while timed: auto | fp32 | bf16
     hidden: int = 128  # predictor MLP
     num_layers: int = 3
     fit_steps: int = 2000
@@ -115,6 +122,7 @@ class SearchConfig:
     generations: int = 30
     valid_sentences: int = 300  # fixed validation subset for the fitness (supernet validation loss)
     random_baseline: bool = True  # also run random search with the same number of evaluations
+    precision: str = "auto"  # of the fitness evaluations: auto | fp32 | bf16
     seed: int = 1
 
 
@@ -125,6 +133,7 @@ class FinetuneConfig:
     warmup: int = 50
     valid_every: int = 100
     valid_bleu: int = 200  # BLEU on this many validation sentences at each validation
+    precision: str = "auto"  # auto | fp32 | bf16
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class EvalConfig:
     archs: tuple[str, ...] = ("largest", "smallest")  # what `mosnas run` exports and scores
     split: str = ""  # default: data.test
     limit: int = 0  # score only the first N sentences (0: all)
+    bleu_tokenize: str = ""  # sacreBLEU tokenizer; "" chooses by target language as the sacrebleu CLI does
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,9 @@ class Config:
         _choice("supernet.generator", self.supernet.generator, GENERATORS)
         _choice("supernet.expert_init", self.supernet.expert_init, EXPERT_INITS)
         _choice("train.sampling", self.train.sampling, SAMPLINGS)
+        _choice("train.schedule", self.train.schedule, SCHEDULES)
+        for section in ("train", "latency", "search", "finetune"):
+            _choice(f"{section}.precision", getattr(self, section).precision, PRECISIONS)
         if self.supernet.expert_init == "pretrained-first" and not self.supernet.pretrained:
             raise ConfigError("supernet.expert_init=pretrained-first needs supernet.pretrained (a safetensors file)")
         positive = {
@@ -317,12 +330,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Keys of earlier mosnas versions, so their configs and run folders keep loading:
+    `train.bf16: true|false` is `train.precision: bf16|fp32` (unless precision is given too)."""
+    train = raw.get("train")
+    if isinstance(train, dict) and "bf16" in train:
+        train = dict(train)
+        legacy = _convert("train.bf16", train.pop("bf16"), bool)
+        train.setdefault("precision", "bf16" if legacy else "fp32")
+        raw = {**raw, "train": train}
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Build the validated, frozen run config from a YAML file and `key=value` overrides."""
     raw = read_yaml(path) if path else {}
     raw = _merge(raw, parse_overrides(overrides or []))
-    return _build(Config, raw, "").validate()
+    return _build(Config, _migrate(raw), "").validate()
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    return _build(Config, raw, "").validate()
+    return _build(Config, _migrate(raw), "").validate()

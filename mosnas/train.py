@@ -324,6 +324,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     device = ddp.device
+    bf16 = tc.precision == "bf16"
     space = load_space(cfg.supernet.space)
     fixed = space.parse_arch(tc.fixed_arch) if tc.sampling == "fixed" else None
     sp = load_tokenizer(run_dir / "spm.model")
@@ -402,7 +403,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
             }
         )
     if step == 0 and fixed is not None and ddp.main:  # the starting point of a fine-tuning curve
-        log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
+        log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
     net.train()
     # With a wall budget the bar counts training seconds (its ETA is then the real end); else steps.
     timed = bool(tc.max_minutes)
@@ -427,14 +428,14 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
             # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
             torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + ddp.rank)
             archs = step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed)
-            losses = train_step(net, batch, archs, tc.label_smoothing, tc.distill, device, tc.bf16, tokens)
+            losses = train_step(net, batch, archs, tc.label_smoothing, tc.distill, device, bf16, tokens)
             sum_gradients(params, ddp)
             values = ddp.sum(torch.stack([v.detach().float() for v in losses.values()]))
             if not torch.isfinite(values).all():
                 bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
                 raise TrainingError(
                     f"non-finite loss at step {step + 1} ({', '.join(bad)} arch); stopped without "
-                    "updating, the last checkpoint is kept (lower train.lr or disable train.bf16)"
+                    "updating, the last checkpoint is kept (lower train.lr or use train.precision=fp32)"
                 )
             max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -464,7 +465,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
                 bar.set_postfix(step=step, loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window, window_tokens, window_time, window_steps = {}, 0, 0.0, 0
             if step % tc.valid_every == 0 and ddp.main:
-                log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
+                log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
             if step % tc.ckpt_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
@@ -475,7 +476,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     last = list_checkpoints(run_dir)
     if ddp.main and (not last or int(last[-1].name.split("-")[1]) != step):
         if step % tc.valid_every:
-            log(validate(net, valid_data, space, device, tc.bf16, step, fixed, bleu))
+            log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
         checkpoint()
     if writer:
         writer.close()

@@ -232,7 +232,7 @@ def test_non_finite_loss_stops_with_message(capsys, tmp_path):
         "train.clip_norm=0",
         "train.max_steps=50",
         "train.ckpt_every=1",
-        "train.bf16=false",
+        "train.precision=fp32",
     ]
     expect_error(capsys, "non-finite loss at step .* the last checkpoint is kept", *args)
     assert list_checkpoints(tmp_path / "tiny")

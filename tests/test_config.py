@@ -14,7 +14,7 @@ def test_yaml_values_are_converted_by_declared_type(tmp_path):
     # PyYAML reads 1e-3 as a string and `off` as False: both must land as the field's type.
     cfg = load_config(write(tmp_path, "train:\n  lr: 1e-3\n  bf16: off\n  max_steps: '20'\n  betas: [0.9, 0.99]\n"))
     assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
-    assert cfg.train.bf16 is False
+    assert cfg.train.precision == "fp32"  # legacy key train.bf16 maps to precision
     assert cfg.train.max_steps == 20
     assert cfg.train.betas == (0.9, 0.99)
 

@@ -23,7 +23,7 @@ ARGS = [
     "train.ckpt_every=1",
     "train.valid_every=4",
     "train.keep_last=2",
-    "train.bf16=false",
+    "train.precision=fp32",
     "train.threads=1",
     "--quiet",
 ]

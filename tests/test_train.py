@@ -42,7 +42,7 @@ def test_training_lowers_the_loss(tiny_cfg, generator):
 
 
 def test_resume_continues_exactly(tiny_cfg):
-    common = ["train.log_every=1", "train.ckpt_every=3", "train.valid_every=100", "train.bf16=false"]
+    common = ["train.log_every=1", "train.ckpt_every=3", "train.valid_every=100", "train.precision=fp32"]
     straight = train(tiny_cfg("name=straight", "train.max_steps=6", *common), show_progress=False)
     train(tiny_cfg("name=resumed", "train.max_steps=3", *common), show_progress=False)
     resumed = train(tiny_cfg("name=resumed", "train.max_steps=6", *common), resume=True, show_progress=False)
