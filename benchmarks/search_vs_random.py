@@ -35,7 +35,9 @@ def main() -> None:
     run = load_run(args.run)
     report = json.loads((Path(args.run) / "latency" / "report.json").read_text())
     predictor = LatencyPredictor.load(Path(args.run) / "latency")
-    valid, _ = load_parallel(run.cfg.data, run.cfg.data.valid, run.tokenizer, args.valid_sentences)
+    valid, _ = load_parallel(
+        run.cfg.data, run.cfg.data.valid, run.tokenizer, args.valid_sentences, seed=run.cfg.search.seed
+    )
     fitness = supernet_fitness(run.net, valid)
     cache: dict = {}
     cached = lambda a: cache[a] if a in cache else cache.setdefault(a, fitness(a))  # shared by both searches

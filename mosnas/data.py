@@ -50,17 +50,26 @@ def read_lines(path: str | Path) -> list[str]:
     return [ln.rstrip("\r") for ln in lines]
 
 
-def read_parallel(cfg: DataConfig, split: str, limit: int = 0) -> tuple[list[str], list[str]]:
-    """Source and target lines of a split; their line counts must match."""
+def subset(n: int, limit: int, seed: int) -> list[int]:
+    """Indices of a seeded random sample of `limit` of `n` items, in their original order (all when
+    `limit` is 0 or >= n). Every "use N sentences" setting means this sample, never the first N: the
+    first lines of a corpus are often not typical of it (sorted, one document, one domain)."""
+    if not limit or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), limit))
+
+
+def read_parallel(cfg: DataConfig, split: str, limit: int = 0, seed: int = 1) -> tuple[list[str], list[str]]:
+    """Source and target lines of a split (a seeded random sample of `limit` pairs when `limit` > 0);
+    their line counts must match."""
     src_path, tgt_path = find_split(cfg.dir, split, cfg.src_lang), find_split(cfg.dir, split, cfg.tgt_lang)
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
         raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}")
     if not src:
         raise DataError(f"corpus split '{split}' is empty: {src_path}")
-    if limit:
-        src, tgt = src[:limit], tgt[:limit]
-    return src, tgt
+    keep = subset(len(src), limit, seed)
+    return [src[i] for i in keep], [tgt[i] for i in keep]
 
 
 def train_tokenizer(lines: list[str], vocab_size: int, out_path: Path) -> spm.SentencePieceProcessor:
@@ -175,9 +184,10 @@ class ParallelData:
 def load_parallel(
     cfg: DataConfig, split: str, sp: spm.SentencePieceProcessor, limit: int = 0, max_len: int = 0, seed: int = 1
 ) -> tuple[ParallelData, int]:
-    """Encode a split; with `max_len`, drop pairs longer than it. Also returns how many were dropped
+    """Encode a split (a `seed`ed sample of `limit` pairs when `limit` > 0); with `max_len`, drop pairs
+    longer than it. Also returns how many were dropped
     (empty lines are always dropped from training data)."""
-    src_lines, tgt_lines = read_parallel(cfg, split, limit)
+    src_lines, tgt_lines = read_parallel(cfg, split, limit, seed)
     src_ids, tgt_ids = encode(sp, src_lines), encode(sp, tgt_lines)
     keep = [
         i

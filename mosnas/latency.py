@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from mosnas.decode import reorder_cache
 from mosnas.errors import ConfigError, PredictorError
+from mosnas.hardware import Precision, cpu_flags, cpu_name, resolve_precision
 from mosnas.models.supernet import Supernet
 from mosnas.models.transformer import EncoderOut, Transformer
 from mosnas.space import Arch, Space
@@ -25,24 +26,42 @@ from mosnas.space import Arch, Space
 # -- measurement ------------------------------------------------------------------------------
 
 
-def _cpu_name() -> str:
+def timing_device(setting: str) -> torch.device:
+    """The device of `latency.device`: cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu).
+    Raises ConfigError for a CUDA device this machine does not have."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        device = torch.device(setting)
+    except RuntimeError:
+        raise ConfigError(f"latency.device: unknown device {setting!r}; expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"latency.device={setting}: no such CUDA device on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"latency.device: {setting!r} is not supported; expected cpu, cuda, cuda:N or auto")
+    return device
+
+
+def timing_setup(device_setting: str, precision: str, threads: int) -> tuple[torch.device, Precision]:
+    """Device and precision of latency measurements; the precision probe runs with the timing thread count."""
+    device = timing_device(device_setting)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(max(threads, 1))
+        return device, resolve_precision(precision, device, "latency.precision")
+    finally:
+        torch.set_num_threads(old)
 
 
 def device_info(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """What a latency sample was measured on: device name, thread count, torch and OS."""
+    """What a latency sample was measured on: device name, thread count, CPU flags, torch and OS."""
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": str(device),
         "name": name,
         "threads": torch.get_num_threads(),
+        "cpu_flags": cpu_flags(),
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
@@ -76,11 +95,14 @@ def measure_latency(
     repeats: int = 20,
     device: str | torch.device = "cpu",
     threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
     """Latency (ms) of translating one `src_len`-token sentence into `tgt_len` tokens (HAT's protocol).
 
     Runs `warmup` untimed translations, then `repeats` timed ones; drops the slowest and fastest 10%
-    and reports the median (`latency_ms`) and mean (`mean_ms`) of the rest. Moves `model` to `device`."""
+    and reports the median (`latency_ms`) and mean (`mean_ms`) of the rest. Moves `model` to `device`
+    and casts it to `dtype` (the precision it is deployed in); CUDA work is synchronized before each
+    clock reading."""
     if min(src_len, tgt_len, beam, repeats) < 1 or warmup < 0:
         raise ConfigError(
             f"latency: src_len, tgt_len, beam and repeats must be >= 1 and warmup >= 0, got "
@@ -88,7 +110,7 @@ def measure_latency(
         )
     device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    model = model.to(device).eval()
+    model = model.to(device=device, dtype=dtype).eval()
     src = _fixed_tokens(model, src_len, device)[None]
     tokens = _fixed_tokens(model, tgt_len, device)[None].repeat(beam, 1)
     old_threads = torch.get_num_threads()
@@ -113,7 +135,14 @@ def measure_latency(
         "latency_ms": statistics.median(kept),
         "mean_ms": statistics.fmean(kept),
         "times_ms": times,
-        "settings": {"src_len": src_len, "tgt_len": tgt_len, "beam": beam, "warmup": warmup, "repeats": repeats},
+        "settings": {
+            "src_len": src_len,
+            "tgt_len": tgt_len,
+            "beam": beam,
+            "warmup": warmup,
+            "repeats": repeats,
+            "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
+        },
         "device": info,
     }
 
@@ -129,12 +158,13 @@ def measure_archs(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     progress: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, Any]]:
     """Latency samples ({"arch": ..., **measure_latency}) of each arch's exported (collapsed, dense) model."""
     samples = []
     for arch in tqdm(archs, desc="latency", disable=not progress, dynamic_ncols=True):
         model = supernet.export(arch)
-        result = measure_latency(model, src_len, tgt_len, beam, warmup, repeats, device, threads)
+        result = measure_latency(model, src_len, tgt_len, beam, warmup, repeats, device, threads, dtype)
         samples.append({"arch": arch.to_dict(), **result})
     return samples
 

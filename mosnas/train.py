@@ -9,7 +9,9 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +29,7 @@ from mosnas.checkpoint import list_checkpoints, load_optimizer, read_checkpoint,
 from mosnas.config import Config, config_from_dict
 from mosnas.data import PAD, ParallelData, load_parallel, load_tokenizer, read_parallel, train_tokenizer
 from mosnas.errors import CheckpointError, ConfigError, TrainingError
+from mosnas.hardware import Precision, machine, resolve_precision
 from mosnas.models.supernet import Supernet
 from mosnas.space import Arch, Space, load_space
 
@@ -51,6 +54,30 @@ RESUMABLE_KEYS = {
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class StopSignals:
+    """SIGINT / SIGTERM become a flag that the loop reads at the end of a step, so every rank of a
+    torchrun job stops at the same step (a second SIGINT interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def step_archs(
@@ -105,12 +132,23 @@ def evaluate_loss(net: Supernet, data: ParallelData, arch: Arch, device: torch.d
     return total / count
 
 
-def lr_lambda(warmup: int):
-    """Linear warm-up to the peak, then inverse square root decay."""
+def lr_lambda(warmup: int, schedule: str = "inverse_sqrt", max_steps: int = 0, min_ratio: float = 0.0):
+    """The learning-rate factor of each update: linear warm-up to the peak over `warmup` updates, then
+    inverse square root decay (fairseq's inverse_sqrt) or a half cosine down to `min_ratio` of the peak at
+    `max_steps` (HAT's recipe; fairseq's cosine with one period, no restarts).
 
-    def f(step: int) -> float:
-        step = max(step, 1)
-        return min(step / warmup, math.sqrt(warmup / step)) if warmup > 0 else 1.0
+    LambdaLR calls f(k) for the (k+1)-th update (k = 0 at construction), so f counts updates from 1:
+    the first update runs at lr/warmup, the `warmup`-th at the peak."""
+
+    def f(k: int) -> float:
+        n = k + 1
+        if warmup > 0 and n < warmup:
+            return n / warmup
+        if schedule == "cosine":
+            span = max(max_steps - warmup, 1)
+            progress = min(max(n - warmup, 0) / span, 1.0)
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return math.sqrt(warmup / n) if warmup > 0 else 1.0
 
     return f
 
@@ -127,6 +165,7 @@ def _git_commit() -> str:
 
 def environment() -> dict[str, Any]:
     return {
+        **machine(),
         "mosnas": mosnas.__version__,
         "git_commit": _git_commit(),
         "torch": torch.__version__,
@@ -196,7 +235,7 @@ def tokenizer_for_run(cfg: Config, run_dir: Path):
         load_tokenizer(cfg.data.tokenizer)  # fails clearly if it is not a sentencepiece model
         shutil.copyfile(cfg.data.tokenizer, path)
         return load_tokenizer(path)
-    src, tgt = read_parallel(cfg.data, cfg.data.train, cfg.data.train_limit)
+    src, tgt = read_parallel(cfg.data, cfg.data.train, cfg.data.train_limit, cfg.train.seed)
     return train_tokenizer(src + tgt, cfg.data.vocab_size, path)
 
 
@@ -273,9 +312,9 @@ class Distributed:
             dist.all_reduce(t)
         return t
 
-    def broadcast_ok(self, ok: bool) -> bool:
-        """True only if every rank is ok (so a failure on rank 0 stops all ranks together)."""
-        return bool(self.sum(torch.tensor([0.0 if ok else 1.0], device=self.device)).item() == 0)
+    def any(self, flag: bool) -> bool:
+        """True if `flag` is true on any rank: every stop decision is made by all ranks together."""
+        return bool(self.sum(torch.tensor([1.0 if flag else 0.0], device=self.device)).item() > 0)
 
 
 def sum_gradients(params: list[torch.nn.Parameter], dist_: Distributed) -> None:
@@ -311,7 +350,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def train(cfg: Config, resume: bool = False, force: bool = False, show_progress: bool = True) -> Path:
     """Train the supernet of `cfg` into `cfg.run_dir`; with `resume`, continue from the newest checkpoint.
-    Under torchrun every rank trains the same archs on its own share of each global batch."""
+    Under torchrun every rank trains the same archs on its own share of each global batch, and every
+    decision to stop (step or wall budget, non-finite loss, SIGINT/SIGTERM) is taken by all ranks at once."""
     tc = cfg.train
     ddp = Distributed()
     if ddp.main:
@@ -324,20 +364,21 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     device = ddp.device
-    bf16 = tc.precision == "bf16"
+    precision = resolve_precision(tc.precision, device, "train.precision")
+    bf16 = precision.bf16
     space = load_space(cfg.supernet.space)
     fixed = space.parse_arch(tc.fixed_arch) if tc.sampling == "fixed" else None
     sp = load_tokenizer(run_dir / "spm.model")
     train_data, dropped = load_parallel(cfg.data, cfg.data.train, sp, cfg.data.train_limit, cfg.data.max_len, tc.seed)
-    valid_data, _ = load_parallel(cfg.data, cfg.data.valid, sp, cfg.data.valid_limit)
+    valid_data, _ = load_parallel(cfg.data, cfg.data.valid, sp, cfg.data.valid_limit, seed=tc.seed)
     bleu = None
     if tc.valid_bleu and fixed is not None:
-        bleu = (sp, *read_parallel(cfg.data, cfg.data.valid, tc.valid_bleu), cfg.decode)
+        bleu = (sp, *read_parallel(cfg.data, cfg.data.valid, tc.valid_bleu, tc.seed), cfg.decode)
 
     net = _build_supernet(space, sp.get_piece_size(), cfg).to(device)
     params = list(net.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup, tc.schedule, tc.max_steps, tc.min_lr / tc.lr))
     step, epoch, position, elapsed = 0, 0, 0, 0.0
     ckpts = list_checkpoints(run_dir)
     log_path = run_dir / "train_log.jsonl"
@@ -367,6 +408,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
             "config": cfg.to_dict(),
             "vocab_size": sp.get_piece_size(),
             "world_size": ddp.world,
+            "precision": precision.to_dict(),
         }
         return save_checkpoint(run_dir, step, net, opt, state, tc.keep_last)
 
@@ -388,20 +430,25 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
         position += 1
         return batches[position - 1]
 
-    if step == 0:
-        log(
-            {
-                "step": 0,
-                "event": "start",
-                "train_pairs": len(train_data),
-                "dropped_pairs": dropped,
-                "vocab_size": sp.get_piece_size(),
-                "parameters": sum(p.numel() for p in params),
-                "generator": cfg.supernet.generator,
-                "device": str(device),
-                "world_size": ddp.world,
-            }
-        )
+    if ddp.main:
+        _record_precision(run_dir, precision)
+    log(
+        {
+            "step": step,
+            "event": "start" if step == 0 else "resume",
+            "train_pairs": len(train_data),
+            "dropped_pairs": dropped,
+            "vocab_size": sp.get_piece_size(),
+            "parameters": sum(p.numel() for p in params),
+            "generator": cfg.supernet.generator,
+            "device": str(device),
+            "world_size": ddp.world,
+            "threads": torch.get_num_threads(),
+            **precision.to_dict(),
+        }
+    )
+    if show_progress and ddp.main:
+        tqdm.write(f"precision: {precision.describe()}")
     if step == 0 and fixed is not None and ddp.main:  # the starting point of a fine-tuning curve
         log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
     net.train()
@@ -418,70 +465,101 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     )
     window: dict[str, list[float]] = {}
     window_tokens, window_time, window_steps = 0, 0.0, 0
+    stop_reason = None
+    signals = StopSignals()
     try:
-        while step < tc.max_steps and not (tc.max_minutes and elapsed >= tc.max_minutes * 60):
-            t0 = time.perf_counter()
-            # A global batch is `world` consecutive batches; rank r trains on the r-th.
-            shares = [next_indices() for _ in range(ddp.world)]
-            batch = train_data.collate(shares[ddp.rank]).to(device)
-            tokens = ddp.sum(torch.tensor(float(batch.num_tokens), device=device))
-            # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
-            torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + ddp.rank)
-            archs = step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed)
-            losses = train_step(net, batch, archs, tc.label_smoothing, tc.distill, device, bf16, tokens)
-            sum_gradients(params, ddp)
-            values = ddp.sum(torch.stack([v.detach().float() for v in losses.values()]))
-            if not torch.isfinite(values).all():
-                bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
-                raise TrainingError(
-                    f"non-finite loss at step {step + 1} ({', '.join(bad)} arch); stopped without "
-                    "updating, the last checkpoint is kept (lower train.lr or use train.precision=fp32)"
-                )
-            max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            dt = time.perf_counter() - t0
-            elapsed += dt
-            window_time, window_tokens, window_steps = window_time + dt, window_tokens + int(tokens), window_steps + 1
-            for (kind, _), v in zip(losses.items(), values.tolist()):
-                window.setdefault(kind, []).append(v)
-            bar.update(min(dt, bar.total - bar.n) if timed else 1)
-            if step % tc.log_every == 0 or step == tc.max_steps:
-                record = {
-                    "step": step,
-                    "lr": sched.get_last_lr()[0],
-                    "grad_norm": round(float(grad_norm), 4),
-                    "tokens_per_s": round(window_tokens / window_time, 1),
-                    "s_per_step": round(window_time / window_steps, 4),
-                    "elapsed_s": round(elapsed, 1),
-                    "epoch": epoch,
-                    **{f"loss_{k}": sum(v) / len(v) for k, v in window.items()},
-                }
-                log(record)
-                shown = record.get("loss_largest", record.get("loss_random", record.get("loss_fixed", 0.0)))
-                bar.set_postfix(step=step, loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window, window_tokens, window_time, window_steps = {}, 0, 0.0, 0
-            if step % tc.valid_every == 0 and ddp.main:
-                log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
-            if step % tc.ckpt_every == 0:
-                checkpoint()
-    except KeyboardInterrupt:
+        with signals:
+            while step < tc.max_steps:
+                # One collective decision per step (each rank's own clock would part them: ranks that
+                # wait for rank 0's validation reach the budget first and leave it alone in a collective).
+                over_time = bool(tc.max_minutes) and elapsed >= tc.max_minutes * 60
+                if ddp.any(over_time or signals.received is not None):
+                    stop_reason = signals.received or "max_minutes"
+                    break
+                t0 = time.perf_counter()
+                # A global batch is `update_freq` x `world` consecutive batches; rank r trains on its share.
+                shares = [next_indices() for _ in range(tc.update_freq * ddp.world)]
+                micro = [train_data.collate(shares[i * ddp.world + ddp.rank]).to(device) for i in range(tc.update_freq)]
+                tokens = ddp.sum(torch.tensor(float(sum(b.num_tokens for b in micro)), device=device))
+                # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
+                torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + ddp.rank)
+                archs = step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed)
+                per_batch = [
+                    train_step(net, b, archs, tc.label_smoothing, tc.distill, device, bf16, tokens) for b in micro
+                ]
+                # each batch's loss is already divided by the global token count: the sum is the step's loss
+                losses = {k: torch.stack([p[k] for p in per_batch]).sum() for k in per_batch[0]}
+                sum_gradients(params, ddp)
+                values = ddp.sum(torch.stack([v.detach().float() for v in losses.values()]))
+                if not torch.isfinite(values).all():
+                    bad = [k for k, v in zip(losses, values.tolist()) if not math.isfinite(v)]
+                    raise TrainingError(
+                        f"non-finite loss at step {step + 1} ({', '.join(bad)} arch); stopped without "
+                        "updating, the last checkpoint is kept (lower train.lr or use train.precision=fp32)"
+                    )
+                max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                dt = time.perf_counter() - t0
+                elapsed += dt
+                window_time, window_tokens = window_time + dt, window_tokens + int(tokens)
+                window_steps += 1
+                for (kind, _), v in zip(losses.items(), values.tolist()):
+                    window.setdefault(kind, []).append(v)
+                bar.update(min(dt, bar.total - bar.n) if timed else 1)
+                if step % tc.log_every == 0 or step == tc.max_steps:
+                    record = {
+                        "step": step,
+                        "lr": sched.get_last_lr()[0],
+                        "grad_norm": round(float(grad_norm), 4),
+                        "tokens_per_s": round(window_tokens / window_time, 1),
+                        "s_per_step": round(window_time / window_steps, 4),
+                        "elapsed_s": round(elapsed, 1),
+                        "epoch": epoch,
+                        **{f"loss_{k}": sum(v) / len(v) for k, v in window.items()},
+                    }
+                    log(record)
+                    shown = record.get("loss_largest", record.get("loss_random", record.get("loss_fixed", 0.0)))
+                    bar.set_postfix(step=step, loss=f"{shown:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                    window, window_tokens, window_time, window_steps = {}, 0, 0.0, 0
+                if step % tc.valid_every == 0 and ddp.main:
+                    log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
+                if step % tc.ckpt_every == 0:
+                    checkpoint()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, between two collectives
         path = checkpoint()
         raise TrainingError(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume") from None
     finally:
         bar.close()
     last = list_checkpoints(run_dir)
-    if ddp.main and (not last or int(last[-1].name.split("-")[1]) != step):
+    if ddp.main and (not last or checkpoint_step(last[-1]) != step):
         if step % tc.valid_every:
             log(validate(net, valid_data, space, device, bf16, step, fixed, bleu))
         checkpoint()
     if writer:
         writer.close()
     ddp.barrier()
+    if stop_reason in ("SIGINT", "SIGTERM"):
+        raise TrainingError(f"stopped by {stop_reason} at step {step}; checkpoint saved; continue with --resume")
     return run_dir
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder named `step-NNNNNNN`."""
+    return int(path.name.split("-")[1])
+
+
+def _record_precision(run_dir: Path, precision: Precision) -> None:
+    """Store the precision this (part of the) run trained in, and why, in environment.json."""
+    path = run_dir / "environment.json"
+    env = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    env["precision"] = precision.to_dict()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(env, indent=1), encoding="utf-8")
+    tmp.replace(path)
 
 
 def train_step(

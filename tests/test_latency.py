@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mosnas.costs import count_flops
-from mosnas.errors import PredictorError
+from mosnas.errors import ConfigError, PredictorError
 from mosnas.latency import (
     LatencyPredictor,
     LinearPredictor,
@@ -18,6 +18,7 @@ from mosnas.latency import (
     measure_latency,
     read_samples,
     scatter_plot,
+    timing_device,
     write_samples,
 )
 from tests.conftest import make_supernet
@@ -101,10 +102,27 @@ def test_measure_latency_records_settings(space):
     assert torch.get_num_threads() == 2  # the caller's setting is restored
     assert result["latency_ms"] > 0 and result["mean_ms"] > 0
     assert len(result["times_ms"]) == SETTINGS["repeats"] and all(t > 0 for t in result["times_ms"])
-    assert result["settings"] == SETTINGS
+    assert result["settings"] == {**SETTINGS, "precision": "fp32"}
     dev = result["device"]
     assert dev["device"] == "cpu" and dev["threads"] == 1 and dev["torch"] == torch.__version__ and dev["name"]
     json.dumps(result)  # a sample is plain JSON
+
+
+def test_measure_latency_in_bf16_records_it(space):
+    model = make_supernet(space, "shared").export(space.smallest())
+    result = measure_latency(model, threads=1, dtype=torch.bfloat16, **SETTINGS)
+    assert result["settings"]["precision"] == "bf16" and result["latency_ms"] > 0
+    assert next(model.parameters()).dtype == torch.bfloat16  # the model ran in the precision recorded
+
+
+def test_timing_device_is_a_setting():
+    assert timing_device("cpu") == torch.device("cpu")
+    assert timing_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no such CUDA device"):
+            timing_device("cuda:0")
+    with pytest.raises(ConfigError, match="unknown device"):
+        timing_device("tpu-ish")
 
 
 def test_measure_archs_feed_a_predictor(space, tmp_path):
