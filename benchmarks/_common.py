@@ -13,15 +13,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine() -> dict[str, Any]:
+    """Date, platform, CPU model and the CPU flags that decide fp32/bf16 speed (AVX2, AVX-512 BF16, AMX)."""
     import torch
 
-    from mosnas.latency import device_info
+    from mosnas import hardware
 
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.platform(),
-        "cpu": device_info("cpu").get("name"),
-        "cores": __import__("os").cpu_count(),
+        **hardware.machine(),
         "torch": torch.__version__,
     }
 
@@ -30,7 +30,9 @@ def write(name: str, meta: dict[str, Any], rows: list[dict[str, Any]], markdown:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     head = (
-        f"Date {meta['date']}; `{meta['machine']}`; CPU {meta['cpu']} ({meta['cores']} cores); torch {meta['torch']}."
+        f"Date {meta['date']}; `{meta['machine']}`; CPU {meta['cpu']} ({meta['cores']} cores); torch {meta['torch']}; "
+        f"CPU flags: {' '.join(meta.get('cpu_flags', [])) or 'unknown'}; native bf16 (oneDNN): "
+        f"{'yes' if meta.get('native_bf16') else 'no'}."
     )
     (RESULTS / f"{name}.md").write_text("\n".join([markdown[0], "", head, *markdown[1:]]) + "\n")
     print("\n".join(markdown))

@@ -69,7 +69,8 @@ def main() -> None:
     md = [
         "# DDP throughput on this CPU: 1 process vs torchrun with 2 processes (gloo)",
         "",
-        "configs/bench_multi30k.yaml (neuron MoS supernet, sandwich rule, bf16 autocast); both use the 2 cores.",
+        "configs/bench_multi30k.yaml (neuron MoS supernet, sandwich rule, train.precision=auto: the runs' "
+        "train_log records what it chose); both use the 2 cores.",
         "",
         "| processes | threads each | timed steps | s/step | target tokens/s |",
         "|---:|---:|---:|---:|---:|",

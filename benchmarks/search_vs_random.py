@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
 from mosnas.data import load_parallel  # noqa: E402
+from mosnas.hardware import resolve_precision  # noqa: E402
 from mosnas.latency import LatencyPredictor  # noqa: E402
 from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness  # noqa: E402
 from mosnas.train import load_run  # noqa: E402
@@ -38,7 +39,8 @@ def main() -> None:
     valid, _ = load_parallel(
         run.cfg.data, run.cfg.data.valid, run.tokenizer, args.valid_sentences, seed=run.cfg.search.seed
     )
-    fitness = supernet_fitness(run.net, valid)
+    precision = resolve_precision(run.cfg.search.precision, "cpu", "search.precision")
+    fitness = supernet_fitness(run.net, valid, "cpu", precision.bf16)
     cache: dict = {}
     cached = lambda a: cache[a] if a in cache else cache.setdefault(a, fitness(a))  # shared by both searches
     pop, parents = args.population, max(2, args.population // 5)

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from mosnas.config import load_config  # noqa: E402
 from mosnas.data import load_parallel, read_parallel, train_tokenizer  # noqa: E402
+from mosnas.hardware import resolve_precision  # noqa: E402
 from mosnas.models.supernet import Supernet  # noqa: E402
 from mosnas.space import load_space  # noqa: E402
 from mosnas.train import step_archs, train_step  # noqa: E402
@@ -39,9 +40,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bf16", type=int, default=1)
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    precision = resolve_precision(args.precision, "cpu")
     cfg = load_config(ROOT / "configs" / "bench_multi30k.yaml")
     space = load_space(ROOT / cfg.supernet.space)
     work = ROOT / "benchmarks" / "work"
@@ -63,7 +65,7 @@ def main() -> None:
             opt = opts["shared" if name == "dense-largest" else name]
             archs = step_archs(space, sampling, 1, 1, i, fixed=space.largest())
             t0 = time.perf_counter()
-            train_step(net, batch, archs, 0.1, 0.0, device, bool(args.bf16))
+            train_step(net, batch, archs, 0.1, 0.0, device, precision.bf16)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if i > 0:  # the first round is warm-up
@@ -81,14 +83,14 @@ def main() -> None:
     meta = {
         **machine(),
         "threads": args.threads,
-        "bf16": bool(args.bf16),
+        "precision": precision.to_dict(),
         "repeats": args.repeats,
         "batch_max_tokens": cfg.data.max_tokens,
     }
     md = [
         "# Training-step time per weight generator (side by side, one process)",
         "",
-        f"{args.threads} threads; bf16 autocast {meta['bf16']}; median of {args.repeats} real Multi30k batches "
+        f"{args.threads} threads; precision {precision.describe()}; median of {args.repeats} real Multi30k batches "
         f"(<= {cfg.data.max_tokens} tokens), round-robin over the generators; a step = largest + smallest + 1 random "
         "arch (sandwich), forward + backward + AdamW; `dense-largest` = the largest arch alone.",
         "",
