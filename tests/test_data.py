@@ -71,3 +71,18 @@ def test_tokenizer_round_trips_raw_text(spm_model):
     line = "Ein Mann mit einem orangefarbenen Hut starrt auf etwas."
     ids = spm_model.processor.encode(line)
     assert spm_model.processor.decode(ids) == line
+
+
+def test_limited_splits_are_seeded_samples_not_the_first_lines(spm_model):
+    cfg = DataConfig(dir=str(DATA))
+    src_all, tgt_all = read_parallel(cfg, "val")
+    src, tgt = read_parallel(cfg, "val", limit=50, seed=1)
+    assert len(src) == 50 and src != src_all[:50]  # not the head of the file ...
+    assert all(tgt_all[src_all.index(s)] == t for s, t in zip(src, tgt))  # ... still aligned pairs ...
+    assert [src_all.index(s) for s in src] == sorted(src_all.index(s) for s in src)  # ... in corpus order
+    assert read_parallel(cfg, "val", limit=50, seed=1) == (src, tgt)  # the same sample for the same seed
+    assert read_parallel(cfg, "val", limit=50, seed=2)[0] != src
+    sp_data, _ = load_parallel(cfg, "val", spm_model.processor, limit=50, seed=1)
+    assert len(sp_data) == 50  # what validation and search fitness use
+    assert read_parallel(cfg, "val", limit=5000)[0] == src_all  # a limit beyond the split takes it all
+
