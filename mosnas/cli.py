@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import sys
+import typing
 
 
 def _tune_malloc() -> None:
@@ -18,8 +19,41 @@ def _tune_malloc() -> None:
         pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one `mosnas: error:` line (a ConfigError), not a usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        from mosnas.errors import ConfigError
+
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+class _Setting:
+    """The argparse type of an option that stands for a config setting: converted and checked as that
+    setting is declared (type, range, choices), so the option has the same valid values as the config."""
+
+    def __init__(self, key: str, option: str):
+        self.key, self.option = key, option
+
+    def __call__(self, text: str) -> typing.Any:
+        from mosnas.config import parse_setting
+
+        return parse_setting(self.key, text, self.option)  # a ConfigError: one line, before any work
+
+    def __repr__(self) -> str:
+        return f"setting {self.key}"
+
+
+def _setting(sp: argparse.ArgumentParser, option: str, key: str, **kw: typing.Any) -> None:
+    """Add `option` for the config setting `key`: its type and valid values, and its default unless given."""
+    from mosnas.config import setting_default
+
+    kw.setdefault("default", setting_default(key))
+    sp.add_argument(option, type=_Setting(key, option), **kw)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mosnas", description=__doc__)
+    p = _Parser(prog="mosnas", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
@@ -43,32 +77,33 @@ def _parser() -> argparse.ArgumentParser:
 
     la = sub.add_parser("latency", help="measure archs, fit the latency predictor, report its held-out accuracy")
     la.add_argument("run", help="run folder")
-    la.add_argument("--samples", type=int, help="archs to measure (default: latency.num_samples of the run)")
+    _setting(la, "--samples", "latency.num_samples", default=None, help="archs to measure (default: the run's)")
     la.add_argument("--quiet", action="store_true")
 
     se = sub.add_parser("search", help="evolutionary search under a budget, then export and evaluate the winner")
     se.add_argument("run", help="run folder")
-    se.add_argument("--latency-ms", type=float, help="latency budget (needs `mosnas latency RUN` first)")
-    se.add_argument("--max-params", type=int, default=0)
-    se.add_argument("--max-flops", type=int, default=0)
+    _setting(se, "--latency-ms", "search.latency_ms", default=None, help="latency budget (needs `mosnas latency RUN`)")
+    _setting(se, "--max-params", "search.max_params", help="parameter limit (0: none)")
+    _setting(se, "--max-flops", "search.max_flops", help="FLOPs limit (0: none)")
     se.add_argument("--quiet", action="store_true")
 
     ft = sub.add_parser("finetune", help="fine-tune an exported subnet (or train its arch from scratch)")
     ft.add_argument("model", help="exported model folder (holds arch.json)")
     ft.add_argument("--run", required=True, help="the run folder it came from (data, vocabulary, recipe)")
-    ft.add_argument("--steps", type=int, required=True)
-    ft.add_argument("--lr", type=float, default=5e-4)
+    # --steps is the max_steps of the fine-tuning run (finetune.steps=0 means "skip" in a config)
+    _setting(ft, "--steps", "train.max_steps", default=None, required=True)
+    _setting(ft, "--lr", "finetune.lr")
     ft.add_argument("--scratch", action="store_true", help="random initialization instead of inherited weights")
-    ft.add_argument("--valid-every", type=int, default=100)
-    ft.add_argument("--valid-bleu", type=int, default=200, help="validation sentences for BLEU (0: none)")
+    _setting(ft, "--valid-every", "finetune.valid_every")
+    _setting(ft, "--valid-bleu", "finetune.valid_bleu", help="validation sentences for BLEU (0: none)")
     ft.add_argument("--name", help="output name (default: <model>-ft or <model>-scratch)")
     ft.add_argument("--quiet", action="store_true")
 
     def decoding(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("model", help="exported model folder")
-        sp.add_argument("--beam", type=int, default=5)
-        sp.add_argument("--lenpen", type=float, default=1.0)
-        sp.add_argument("--batch-size", type=int, default=64)
+        _setting(sp, "--beam", "decode.beam")
+        _setting(sp, "--lenpen", "decode.lenpen")
+        _setting(sp, "--batch-size", "decode.batch_size")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = sub.add_parser("translate", help="translate lines from a file or stdin")
@@ -81,23 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test_2016_flickr")
     ev.add_argument("--src-lang", default="en")
     ev.add_argument("--tgt-lang", default="de")
-    ev.add_argument("--limit", type=int, default=0, help="only the first N sentences")
+    _setting(ev, "--limit", "eval.limit", help="only the first N sentences")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     _tune_malloc()
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    # `key=value` overrides may come after options (e.g. `--data DIR train.lr=1e-3`).
-    if extra and (args.command not in ("train", "run") or any(x.startswith("-") for x in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if extra:
-        args.overrides = list(args.overrides) + extra
     from mosnas.errors import MosnasError
 
     try:
-        return _dispatch(args)
+        return _dispatch(_parse(argv))  # every option is checked while parsing: before any work
     except MosnasError as e:
         print(f"mosnas: error: {e}", file=sys.stderr)
         return 2
@@ -108,6 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"mosnas: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come after options (e.g. `--data DIR train.lr=1e-3`).
+    if extra and (args.command not in ("train", "run") or any(x.startswith("-") for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -187,6 +226,7 @@ def _latency(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     lc = replace(run.cfg.latency, num_samples=args.samples) if args.samples else run.cfg.latency
+    replace(run.cfg, latency=lc).validate()  # --samples against the run's latency.holdout
     report = latency_stage(run, lc, progress=not args.quiet)
     for name in ("mlp", "linear"):
         m = report[name]

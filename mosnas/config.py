@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,65 @@ EXPERT_INITS = ("copy", "independent", "pretrained-first")
 SAMPLINGS = ("sandwich", "uniform", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("inverse_sqrt", "cosine")
+# sacreBLEU's tokenizers (sacrebleu.metrics.BLEU.TOKENIZERS; a test keeps the two equal); "": by target language
+BLEU_TOKENIZERS = ("", "none", "zh", "13a", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101", "flores200")
+BLEU_TOKENIZERS += ("spBLEU-1K",)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The valid values of a numeric setting: finite, within the bounds given (gt/ge/lt/le), and for a
+    list, `length` entries when given. Declared next to each field; `Config.validate` checks them all."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    length: int | None = None
+
+    def describe(self) -> str:
+        """The valid range as a user reads it: '> 0', '>= 10', 'in [0, 1)'."""
+        lo = (self.gt, "(", ">") if self.gt is not None else (self.ge, "[", ">=") if self.ge is not None else None
+        hi = (self.lt, ")", "<") if self.lt is not None else (self.le, "]", "<=") if self.le is not None else None
+        if lo and hi:
+            return f"in {lo[1]}{lo[0]}, {hi[0]}{hi[1]}"
+        bound = lo or hi
+        return f"{bound[2]} {bound[0]}" if bound else "finite"
+
+    def check(self, key: str, value: Any) -> None:
+        if isinstance(value, tuple):
+            if self.length is not None and len(value) != self.length:
+                shown = ", ".join(map(str, value))
+                raise ConfigError(f"{key}: expected {self.length} values, got {len(value)} ({shown})")
+            for v in value:
+                self._check_one(f"{key} entries", v)
+        else:
+            self._check_one(key, value)
+
+    def _check_one(self, key: str, v: float) -> None:
+        if not math.isfinite(v):
+            raise ConfigError(f"{key} must be a finite number, got {v}")
+        inside = (
+            (self.gt is None or v > self.gt)
+            and (self.ge is None or v >= self.ge)
+            and (self.lt is None or v < self.lt)
+            and (self.le is None or v <= self.le)
+        )
+        if not inside:
+            raise ConfigError(f"{key} must be {self.describe()}, got {v}")
+
+
+def num(default: Any, **bounds: Any) -> Any:
+    """A numeric setting and its valid range, e.g. `num(0.1, ge=0, lt=1)` (see `Bounds`)."""
+    return field(default=default, metadata={"bounds": Bounds(**bounds)})
+
+
+def one_of(default: str, choices: tuple[str, ...]) -> Any:
+    """A text setting that takes one of `choices`."""
+    return field(default=default, metadata={"choices": choices})
+
+
+SEED = {"ge": 0, "le": 2**32 - 1}  # numpy's range; torch and random take it too
 
 
 @dataclass(frozen=True)
@@ -27,121 +88,126 @@ class DataConfig:
     train: str = "train"
     valid: str = "val"
     test: str = "test_2016_flickr"
-    vocab_size: int = 6000  # joint sentencepiece vocabulary of both sides
-    max_tokens: int = 4096  # padded tokens (source + target side, the larger) per batch
-    max_len: int = 128  # training pairs longer than this (in subwords) are dropped
-    train_limit: int = 0  # use only the first N training pairs (0: all)
-    valid_limit: int = 0
+    vocab_size: int = num(6000, gt=0)  # joint sentencepiece vocabulary of both sides
+    max_tokens: int = num(4096, gt=0)  # padded tokens (source + target side, the larger) per batch
+    max_len: int = num(128, gt=0)  # training pairs longer than this (in subwords) are dropped
+    train_limit: int = num(0, ge=0)  # use only the first N training pairs (0: all)
+    valid_limit: int = num(0, ge=0)
     tokenizer: str = ""  # an existing sentencepiece model to use instead of training one (fine-tuning)
 
 
 @dataclass(frozen=True)
 class SupernetConfig:
     space: str = "configs/spaces/multi30k.yaml"
-    generator: str = "neuron"  # shared (HAT) | layer (layer-wise MoS) | neuron (neuron-wise MoS)
-    num_experts: int = 2
-    router_hidden: int = 128
-    expert_init: str = "independent"  # copy | independent | pretrained-first
+    generator: str = one_of("neuron", GENERATORS)  # shared (HAT) | layer (layer-wise MoS) | neuron (neuron-wise MoS)
+    num_experts: int = num(2, gt=0)
+    router_hidden: int = num(128, gt=0)
+    expert_init: str = one_of("independent", EXPERT_INITS)  # copy | independent | pretrained-first
     pretrained: str = ""  # safetensors of a dense model (export) for copy / pretrained-first
     mos_attention: bool = False  # also mix the attention projections (default: FFN only, as the paper)
     prenorm: bool = True
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
+    dropout: float = num(0.1, ge=0, lt=1)
+    attention_dropout: float = num(0.0, ge=0, lt=1)
+    activation_dropout: float = num(0.0, ge=0, lt=1)
     share_embeddings: bool = True  # one vocabulary table for encoder, decoder and output
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 1
-    max_steps: int = 2000
-    max_minutes: float = 0.0  # wall budget; 0: none
-    sampling: str = "sandwich"  # sandwich (largest + smallest + n random) | uniform (HAT) | fixed
-    num_random: int = 1
+    seed: int = num(1, **SEED)
+    max_steps: int = num(2000, gt=0)
+    max_minutes: float = num(0.0, ge=0)  # wall budget; 0: none
+    sampling: str = one_of("sandwich", SAMPLINGS)  # sandwich (largest + smallest + n random) | uniform (HAT) | fixed
+    num_random: int = num(1, ge=0)
     fixed_arch: str = "largest"  # with sampling=fixed: largest | smallest | path to an arch JSON
-    distill: float = 0.0  # weight of in-place distillation from the largest arch (0: off)
-    lr: float = 1e-3
-    warmup: int = 400
-    schedule: str = "inverse_sqrt"  # after warm-up: inverse_sqrt | cosine (to min_lr at max_steps, HAT's recipe)
-    min_lr: float = 0.0  # the cosine schedule's floor
-    update_freq: int = 1  # batches accumulated per optimizer update (fairseq's --update-freq)
-    betas: tuple[float, ...] = (0.9, 0.98)
-    weight_decay: float = 0.0001
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    precision: str = "auto"  # auto (bf16 only where it is fast: CUDA with bf16, CPUs with native bf16) | fp32 | bf16
-    threads: int = 0  # torch intra-op threads; 0: torch's default
-    log_every: int = 20
-    valid_every: int = 250
-    ckpt_every: int = 250
-    keep_last: int = 3
+    distill: float = num(0.0, ge=0, le=1)  # weight of in-place distillation from the largest arch (0: off)
+    lr: float = num(1e-3, gt=0)
+    warmup: int = num(400, ge=0)
+    # after warm-up: inverse_sqrt | cosine (to min_lr at max_steps, HAT's recipe)
+    schedule: str = one_of("inverse_sqrt", SCHEDULES)
+    min_lr: float = num(0.0, ge=0)  # the cosine schedule's floor
+    update_freq: int = num(1, gt=0)  # batches accumulated per optimizer update (fairseq's --update-freq)
+    betas: tuple[float, ...] = num((0.9, 0.98), ge=0, lt=1, length=2)  # Adam's (beta1, beta2)
+    weight_decay: float = num(0.0001, ge=0)
+    label_smoothing: float = num(0.1, ge=0, lt=1)
+    clip_norm: float = num(1.0, ge=0)  # 0: no clipping
+    # auto (bf16 only where it is fast: CUDA with bf16, CPUs with native bf16) | fp32 | bf16
+    precision: str = one_of("auto", PRECISIONS)
+    threads: int = num(0, ge=0)  # torch intra-op threads; 0: torch's default
+    log_every: int = num(20, gt=0)
+    valid_every: int = num(250, gt=0)
+    ckpt_every: int = num(250, gt=0)
+    keep_last: int = num(3, gt=0)
     tensorboard: bool = False
-    valid_bleu: int = 0  # with sampling=fixed: also BLEU on the first N validation sentences at each validation
+    # with sampling=fixed: also BLEU on the first N validation sentences at each validation
+    valid_bleu: int = num(0, ge=0)
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    beam: int = 5
-    lenpen: float = 1.0
-    max_len_a: float = 1.2  # max output length = a * source length + b
-    max_len_b: int = 10
-    batch_size: int = 64
+    beam: int = num(5, gt=0)
+    lenpen: float = num(1.0, ge=0)  # scores are divided by length ** lenpen (0: no normalization)
+    max_len_a: float = num(1.2, ge=0)  # max output length = a * source length + b
+    max_len_b: int = num(10, ge=0)
+    batch_size: int = num(64, gt=0)
 
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    num_samples: int = 200  # archs measured to train the predictor (largest and smallest included)
-    holdout: float = 0.2  # fraction held out to report the predictor's accuracy
-    src_len: int = 30  # HAT's protocol: one sentence of this length, beam search for tgt_len steps
-    tgt_len: int = 30
-    beam: int = 5
-    warmup: int = 5
-    repeats: int = 10
-    threads: int = 1  # CPU threads while measuring (fixed, recorded with every sample)
-    device: str = "auto"  # cpu | cuda | cuda:N | auto (cuda when available); recorded with every sample
-    precision: str = "auto"  # dtype of the exported model while timed: auto | fp32 | bf16
-    hidden: int = 128  # predictor MLP
-    num_layers: int = 3
-    fit_steps: int = 2000
-    seed: int = 1
+    num_samples: int = num(200, ge=10)  # archs measured to train the predictor (largest and smallest included)
+    holdout: float = num(0.2, gt=0, lt=1)  # fraction held out to report the predictor's accuracy
+    src_len: int = num(30, gt=0)  # HAT's protocol: one sentence of this length, beam search for tgt_len steps
+    tgt_len: int = num(30, gt=0)
+    beam: int = num(5, gt=0)
+    warmup: int = num(5, ge=0)
+    repeats: int = num(10, gt=0)
+    threads: int = num(1, ge=0)  # CPU threads while measuring (fixed, recorded with every sample; 0: 1)
+    # cpu | cuda | cuda:N | auto (cuda when available); recorded with every sample
+    device: str = field(default="auto", metadata={"pattern": (r"auto|cpu|cuda(:\d+)?", "cpu, cuda, cuda:N or auto")})
+    precision: str = one_of("auto", PRECISIONS)  # dtype of the exported model while timed: auto | fp32 | bf16
+    hidden: int = num(128, gt=0)  # predictor MLP
+    num_layers: int = num(3, gt=0)
+    fit_steps: int = num(2000, gt=0)
+    seed: int = num(1, **SEED)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    latency_ms: tuple[float, ...] = ()  # one search per latency budget (ms, via the predictor)
-    latency_fractions: tuple[
-        float, ...
-    ] = ()  # budgets between the smallest (0) and largest (1) arch's predicted latency
-    max_params: int = 0  # extra limits on every budget (0: none)
-    max_flops: int = 0
-    population: int = 125
-    parents: int = 25
-    mutations: int = 50
-    crossovers: int = 50
-    mutation_prob: float = 0.3
-    generations: int = 30
-    valid_sentences: int = 300  # fixed validation subset for the fitness (supernet validation loss)
+    latency_ms: tuple[float, ...] = num((), gt=0)  # one search per latency budget (ms, via the predictor)
+    # budgets between the smallest (0) and largest (1) arch's predicted latency
+    latency_fractions: tuple[float, ...] = num((), gt=0, le=1)
+    max_params: int = num(0, ge=0)  # extra limits on every budget (0: none)
+    max_flops: int = num(0, ge=0)
+    population: int = num(125, gt=0)
+    parents: int = num(25, gt=0)  # at most population
+    mutations: int = num(50, ge=0)
+    crossovers: int = num(50, ge=0)
+    mutation_prob: float = num(0.3, ge=0, le=1)
+    generations: int = num(30, gt=0)
+    # fixed validation subset for the fitness (supernet validation loss); 0: the whole split
+    valid_sentences: int = num(300, ge=0)
     random_baseline: bool = True  # also run random search with the same number of evaluations
-    precision: str = "auto"  # of the fitness evaluations: auto | fp32 | bf16
-    seed: int = 1
+    precision: str = one_of("auto", PRECISIONS)  # of the fitness evaluations: auto | fp32 | bf16
+    seed: int = num(1, **SEED)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 0  # fine-tune each search winner this many steps (0: skip)
-    lr: float = 5e-4
-    warmup: int = 50
-    valid_every: int = 100
-    valid_bleu: int = 200  # BLEU on this many validation sentences at each validation
-    precision: str = "auto"  # auto | fp32 | bf16
+    steps: int = num(0, ge=0)  # fine-tune each search winner this many steps (0: skip)
+    lr: float = num(5e-4, gt=0)
+    warmup: int = num(50, ge=0)
+    valid_every: int = num(100, gt=0)
+    valid_bleu: int = num(200, ge=0)  # BLEU on this many validation sentences at each validation
+    precision: str = one_of("auto", PRECISIONS)  # auto | fp32 | bf16
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     archs: tuple[str, ...] = ("largest", "smallest")  # what `mosnas run` exports and scores
     split: str = ""  # default: data.test
-    limit: int = 0  # score only the first N sentences (0: all)
-    bleu_tokenize: str = ""  # sacreBLEU tokenizer; "" chooses by target language as the sacrebleu CLI does
+    limit: int = num(0, ge=0)  # score only the first N sentences (0: all)
+    # sacreBLEU tokenizer; "" chooses by target language as the sacrebleu CLI does
+    bleu_tokenize: str = one_of("", BLEU_TOKENIZERS)
 
 
 @dataclass(frozen=True)
@@ -165,49 +231,50 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def validate(self) -> Config:
-        _choice("supernet.generator", self.supernet.generator, GENERATORS)
-        _choice("supernet.expert_init", self.supernet.expert_init, EXPERT_INITS)
-        _choice("train.sampling", self.train.sampling, SAMPLINGS)
-        _choice("train.schedule", self.train.schedule, SCHEDULES)
-        for section in ("train", "latency", "search", "finetune"):
-            _choice(f"{section}.precision", getattr(self, section).precision, PRECISIONS)
-        if self.supernet.expert_init == "pretrained-first" and not self.supernet.pretrained:
+        """Check every setting against its declaration (range, arity, choices), then across settings."""
+        _check_declared(self, "")
+        sn = self.supernet
+        if sn.expert_init == "pretrained-first" and not sn.pretrained:
             raise ConfigError("supernet.expert_init=pretrained-first needs supernet.pretrained (a safetensors file)")
-        positive = {
-            "supernet.num_experts": self.supernet.num_experts,
-            "supernet.router_hidden": self.supernet.router_hidden,
-            "data.vocab_size": self.data.vocab_size,
-            "data.max_tokens": self.data.max_tokens,
-            "data.max_len": self.data.max_len,
-            "train.max_steps": self.train.max_steps,
-            "train.lr": self.train.lr,
-            "decode.beam": self.decode.beam,
-            "decode.batch_size": self.decode.batch_size,
-            "train.keep_last": self.train.keep_last,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{key} must be > 0, got {value}")
-        if not 0.0 <= self.train.distill <= 1.0:
-            raise ConfigError(f"train.distill must be in [0, 1], got {self.train.distill}")
-        for v in self.search.latency_ms:
-            if v <= 0:
-                raise ConfigError(f"search.latency_ms budgets must be > 0 ms, got {v}")
-        for v in self.search.latency_fractions:
-            if not 0.0 < v <= 1.0:
-                raise ConfigError(f"search.latency_fractions must be in (0, 1], got {v}")
-        if not 0.0 < self.latency.holdout < 1.0:
-            raise ConfigError(f"latency.holdout must be in (0, 1), got {self.latency.holdout}")
-        if self.latency.num_samples < 10:
-            raise ConfigError(f"latency.num_samples must be >= 10, got {self.latency.num_samples}")
-        if not 0.0 <= self.supernet.dropout < 1.0:
-            raise ConfigError(f"supernet.dropout must be in [0, 1), got {self.supernet.dropout}")
+        if sn.pretrained and sn.expert_init == "independent" and sn.num_experts > 1:
+            raise ConfigError(
+                "supernet.expert_init=independent would redraw every expert and discard supernet.pretrained; "
+                "use supernet.expert_init=copy or pretrained-first"
+            )
+        if self.search.parents > self.search.population:
+            raise ConfigError(
+                f"search.parents={self.search.parents} must be <= search.population={self.search.population}"
+            )
+        lc = self.latency
+        held_out = lc.num_samples - round(lc.num_samples * (1 - lc.holdout))  # as the latency stage splits them
+        if min(held_out, lc.num_samples - held_out) < 2:
+            raise ConfigError(
+                f"latency.holdout={lc.holdout} holds out {held_out} of latency.num_samples={lc.num_samples}; "
+                "both the held-out and the training part need at least 2 archs"
+            )
         return self
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r}; expected one of {', '.join(allowed)}")
+def _check_declared(obj: Any, prefix: str) -> None:
+    """The one validator of declared constraints: `Bounds`, choices and patterns, section by section."""
+    for f in dataclasses.fields(obj):
+        key, value = prefix + f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_declared(value, key + ".")
+        else:
+            _check_field(key, f, value)
+
+
+def _check_field(key: str, f: dataclasses.Field, value: Any) -> None:
+    if "bounds" in f.metadata:
+        f.metadata["bounds"].check(key, value)
+    if "choices" in f.metadata and value not in f.metadata["choices"]:
+        allowed = ", ".join(repr(c) if not c else c for c in f.metadata["choices"])
+        raise ConfigError(f"{key}: unknown value {value!r}; expected one of {allowed}")
+    if "pattern" in f.metadata:
+        pattern, expected = f.metadata["pattern"]
+        if not re.fullmatch(pattern, value):
+            raise ConfigError(f"{key}: unknown value {value!r}; expected {expected}")
 
 
 def _plain(obj: Any) -> Any:
@@ -218,12 +285,13 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
+_TRUE = {"true", "yes", "y", "on", "1"}
+_FALSE = {"false", "no", "n", "off", "0"}
 
 
-def _convert(key: str, value: Any, typ: Any) -> Any:
-    """Convert a YAML value to the declared field type (PyYAML reads 1e-3 as a string)."""
+def convert(key: str, value: Any, typ: Any) -> Any:
+    """Convert a setting to its declared type. `value` is the text the user wrote (config files and
+    overrides are read without YAML's implicit typing) or a typed value (a saved run config, Python)."""
     origin = typing.get_origin(typ)
     if origin is tuple:
         (item_type, *_rest) = typing.get_args(typ)
@@ -231,32 +299,51 @@ def _convert(key: str, value: Any, typ: Any) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(key, v, item_type) for v in value)
+        return tuple(convert(key, v, item_type) for v in value)
     try:
         if typ is bool:
             if isinstance(value, bool):
                 return value
-            if str(value).strip().lower() in _TRUE | _FALSE:
+            if isinstance(value, (str, int)) and str(value).strip().lower() in _TRUE | _FALSE:
                 return str(value).strip().lower() in _TRUE
             raise ValueError
         if typ is int:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError
-            as_float = float(value)
-            if as_float != int(as_float):
-                raise ValueError
-            return int(as_float)
+            try:
+                return int(value) if not isinstance(value, float) else _integral(value)
+            except ValueError:
+                return _integral(float(value))  # '1e3', '2.0'
         if typ is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError
             return float(value)
         if typ is str:
-            if isinstance(value, (dict, list)) or value is None:
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}") from None
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (bool, int, float)):  # a typed value: its text is lost; never guess it
+                raise ConfigError(f"{key}: expected text, got {value!r}; quote it in YAML ('...')")
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {_shown(value)}") from None
     raise ConfigError(f"{key}: unsupported type {typ}")
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: numbers as written (2.5), other text quoted ('ten', '')."""
+    if isinstance(value, str):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            pass
+    return repr(value)
+
+
+def _integral(x: float) -> int:
+    if not x.is_integer():  # also nan and inf
+        raise ValueError
+    return int(x)
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
@@ -274,8 +361,31 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{prefix}{name}: expected a section (mapping), got {value!r}")
             kwargs[name] = _build(typ, value, f"{prefix}{name}.")
         else:
-            kwargs[name] = _convert(prefix + name, value, typ)
+            kwargs[name] = convert(prefix + name, value, typ)
     return cls(**kwargs)
+
+
+def parse_setting(key: str, value: Any, name: str | None = None) -> Any:
+    """Convert and check one value as the setting `key` (e.g. 'decode.beam') is declared, for a
+    command-line option `name`; for a list setting, a single value is checked as one of its entries."""
+    cls, *sections, leaf = (Config, *key.split("."))
+    for section in sections:
+        cls = typing.get_type_hints(cls)[section]
+    f = {f.name: f for f in dataclasses.fields(cls)}[leaf]
+    typ = typing.get_type_hints(cls)[leaf]
+    if typing.get_origin(typ) is tuple and not isinstance(value, (list, tuple)):
+        typ = typing.get_args(typ)[0]
+    converted = convert(name or key, value, typ)
+    _check_field(name or key, f, converted)
+    return converted
+
+
+def setting_default(key: str) -> Any:
+    """The default value of the setting `key` (e.g. 'decode.beam')."""
+    node: Any = Config()
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -288,18 +398,26 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML without implicit typing: every plain scalar stays the text as written (`no` stays 'no', not False;
+    `007` stays '007', not 7) and the setting's declared type converts it. Lists, mappings and merge keys work."""
+
+
+_TextLoader.yaml_implicit_resolvers = {"<": yaml.SafeLoader.yaml_implicit_resolvers["<"]}  # `<<:` merge keys only
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Turn ['train.lr=3e-4', ...] into a nested dict; values are read as YAML scalars."""
+    """Turn ['train.lr=3e-4', ...] into a nested dict; values are YAML text (lists, quotes), never typed."""
     raw: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text else ""
+            value = yaml.load(text, Loader=_TextLoader)  # a SafeLoader, minus implicit typing
         except yaml.YAMLError:
             value = text
-        _set_dotted(raw, key.strip(), value)
+        _set_dotted(raw, key.strip(), text if value is None else value)  # '' or a comment: the text itself
     return raw
 
 
@@ -311,12 +429,13 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with one-line errors for missing, malformed or non-mapping files."""
+    """Read a YAML mapping, values as written (text, lists, mappings), with one-line errors for missing,
+    malformed or non-mapping files."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_TextLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -336,7 +455,7 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     train = raw.get("train")
     if isinstance(train, dict) and "bf16" in train:
         train = dict(train)
-        legacy = _convert("train.bf16", train.pop("bf16"), bool)
+        legacy = convert("train.bf16", train.pop("bf16"), bool)
         train.setdefault("precision", "bf16" if legacy else "fp32")
         raw = {**raw, "train": train}
     return raw
@@ -350,4 +469,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
+    """The validated config of a dict: typed (a saved run's config.yaml read by yaml.safe_load) or text."""
     return _build(Config, _migrate(raw), "").validate()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mosnas.config import read_yaml
+from mosnas.config import convert, read_yaml
 from mosnas.errors import ArchError, ConfigError
 
 
@@ -78,6 +78,14 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _ints(value: Any, typ: Any) -> Any:
+    """`value` converted to `typ` as config settings are (text or typed), or 0 / () when it is not integral."""
+    try:
+        return convert("", value, typ)
+    except ConfigError:
+        return () if typ is not int else 0
+
+
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
@@ -135,15 +143,14 @@ class Space:
         if missing:
             raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}")
         values: dict[str, Any] = {"name": str(raw.get("name", Path(source).stem))}
-        for key in _SPACE_LISTS:
-            v = raw[key]
-            v = [v] if _is_int(v) else v
-            if not isinstance(v, list) or not v or not all(_is_int(x) and x > 0 for x in v):
-                raise ConfigError(f"{source}: {key} must be a non-empty list of positive integers, got {v!r}")
+        for key in _SPACE_LISTS:  # values as written in the file (text) or typed (a run's space.yaml)
+            v = _ints(raw[key], tuple[int, ...])
+            if not v or min(v) <= 0:
+                raise ConfigError(f"{source}: {key} must be a non-empty list of positive integers, got {raw[key]!r}")
             values[key] = tuple(sorted(set(v)))
-        if not _is_int(raw["qkv_dim"]) or raw["qkv_dim"] <= 0:
+        values["qkv_dim"] = _ints(raw["qkv_dim"], int)
+        if values["qkv_dim"] <= 0:
             raise ConfigError(f"{source}: qkv_dim must be a positive integer, got {raw['qkv_dim']!r}")
-        values["qkv_dim"] = raw["qkv_dim"]
         space = cls(**values)
         for key in ("encoder_heads", "decoder_self_heads", "decoder_cross_heads"):
             bad = [h for h in getattr(space, key) if space.qkv_dim % h]

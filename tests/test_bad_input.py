@@ -67,9 +67,19 @@ CONFIG_CASES = [
     ("pretrained-first without file", TRAIN + ["supernet.expert_init=pretrained-first"], "needs supernet.pretrained"),
     (
         "pretrained file missing",
-        TRAIN + ["supernet.pretrained=none.safetensors"],
+        TRAIN + ["supernet.pretrained=none.safetensors", "supernet.expert_init=copy"],
         "supernet.pretrained: file not found",
     ),
+    (
+        "pretrained weights redrawn",
+        TRAIN + ["supernet.pretrained=none.safetensors"],  # expert_init defaults to independent
+        "supernet.expert_init=independent would redraw .* use supernet.expert_init=copy or pretrained-first",
+    ),
+    ("one beta", TRAIN + ["train.betas=0.9"], r"train.betas: expected 2 values, got 1 \(0.9\)"),
+    ("negative beam", TRAIN + ["decode.beam=-1"], "decode.beam must be > 0, got -1"),
+    ("never logs", TRAIN + ["train.log_every=0"], "train.log_every must be > 0, got 0"),
+    ("nan learning rate", TRAIN + ["train.lr=nan"], "train.lr must be a finite number, got nan"),
+    ("Norwegian is text", TRAIN + ["data.tgt_lang=no", "supernet.generator=no"], "unknown value 'no'"),
     ("zero experts", TRAIN + ["supernet.num_experts=0"], "supernet.num_experts must be > 0"),
     ("distill out of range", TRAIN + ["train.distill=2"], r"train.distill must be in \[0, 1\]"),
     ("override without =", TRAIN + ["--force", "train.lr"], "not of the form key=value"),
@@ -88,6 +98,17 @@ CONFIG_CASES = [
 def test_config_errors(capsys, tmp_path, name, args, fragment):
     expect_error(capsys, fragment, *args, f"out_dir={tmp_path}")
     assert not (tmp_path / "tiny" / "checkpoints").exists()
+
+
+# Values refused when the config is built: before the run folder, the tokenizer or anything else is written.
+VALUE_CASES = [c for c in CONFIG_CASES if c[0] in ("one beta", "negative beam", "never logs", "nan learning rate")]
+VALUE_CASES += [c for c in CONFIG_CASES if c[0] in ("pretrained weights redrawn", "wrong int", "zero experts")]
+
+
+@pytest.mark.parametrize("name, args, fragment", VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
+def test_bad_values_write_nothing(capsys, tmp_path, name, args, fragment):
+    expect_error(capsys, fragment, *args, f"out_dir={tmp_path}", f"data.dir={DATA}")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
