@@ -27,7 +27,15 @@ from tqdm import tqdm
 import mosnas
 from mosnas.checkpoint import list_checkpoints, load_optimizer, read_checkpoint, save_checkpoint, set_rng_state
 from mosnas.config import Config, config_from_dict
-from mosnas.data import PAD, ParallelData, load_parallel, load_tokenizer, read_parallel, train_tokenizer
+from mosnas.data import (
+    PAD,
+    ParallelData,
+    find_split,
+    load_parallel,
+    load_tokenizer,
+    read_parallel,
+    train_tokenizer,
+)
 from mosnas.errors import CheckpointError, ConfigError, TrainingError
 from mosnas.hardware import Precision, machine, resolve_precision
 from mosnas.models.supernet import Supernet
@@ -188,8 +196,24 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def check_inputs(cfg: Config) -> Space:
+    """Every file a run will read exists and parses (space, fixed arch, corpus splits, pretrained weights,
+    tokenizer), checked before anything is written: a wrong path leaves no folder behind."""
+    space = load_space(cfg.supernet.space)
+    if cfg.train.sampling == "fixed":
+        space.parse_arch(cfg.train.fixed_arch)
+    for split in (cfg.data.train, cfg.data.valid):
+        for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
+            find_split(cfg.data.dir, split, lang)
+    for key, path in (("supernet.pretrained", cfg.supernet.pretrained), ("data.tokenizer", cfg.data.tokenizer)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{key}: file not found: {path}")
+    return space
+
+
 def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
     """Create the run folder; refuse to mix two different runs in one folder."""
+    space = check_inputs(cfg)
     run_dir = cfg.run_dir
     saved = run_dir / "config.yaml"
     if saved.is_file():
@@ -220,7 +244,6 @@ def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
     except OSError as e:
         raise ConfigError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
     saved.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    space = load_space(cfg.supernet.space)
     (run_dir / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
     return run_dir

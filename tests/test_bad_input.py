@@ -111,6 +111,23 @@ def test_bad_values_write_nothing(capsys, tmp_path, name, args, fragment):
     assert not list(tmp_path.iterdir())
 
 
+PATH_CASES = [
+    ("no data folder", ["--data", "/nonexistent/corpus"], r"data directory not found: /nonexistent/corpus"),
+    ("missing space", ["supernet.space=nope/space.yaml"], "nope/space.yaml"),
+    ("missing pretrained", ["supernet.pretrained=nope.safetensors", "supernet.expert_init=copy"], "nope.safetensors"),
+    ("missing fixed arch", ["train.sampling=fixed", "train.fixed_arch=nope.json"], "nope.json"),
+    ("missing tokenizer", ["data.tokenizer=nope.model"], "data.tokenizer: file not found: nope.model"),
+    ("missing valid split", ["data.valid=nope"], r"missing corpus file .*nope\.en"),
+]
+
+
+@pytest.mark.parametrize("name, args, fragment", PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_wrong_paths_leave_no_run_folder(capsys, tmp_path, name, args, fragment):
+    # checked before the run folder is made, so the corrected command is not refused as "a different run"
+    expect_error(capsys, fragment, *TRAIN, f"out_dir={tmp_path}", f"data.dir={DATA}", *args)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
