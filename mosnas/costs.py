@@ -12,9 +12,22 @@ def _linear(n_in: int, n_out: int) -> int:
 def count_parameters(
     arch: Arch, qkv_dim: int, vocab_size: int, share_all_embeddings: bool, prenorm: bool = True
 ) -> int:
-    """Parameters of the dense Transformer of `arch` (the exported model), embeddings included."""
+    """Parameters of the dense Transformer of `arch` (the exported model), embeddings included.
+
+    Shared embeddings are one (vocab, max(e, d)) table, each side using its first e or d columns (what
+    the supernet holds too), so the count never drops when a width grows; separate tables hold
+    vocab * (e + d). The output layer is tied to the decoder's table."""
+    e, d = arch.encoder_embed_dim, arch.decoder_embed_dim
+    table = vocab_size * max(e, d) if share_all_embeddings else vocab_size * (e + d)
+    return table + count_parameters_hat(arch, qkv_dim, prenorm)
+
+
+def count_parameters_hat(arch: Arch, qkv_dim: int, prenorm: bool = True) -> int:
+    """Parameters without the embedding table(s) and the (tied) output layer: HAT's convention
+    (Wang et al. 2020, `get_sampled_params_numel`), for comparison with HAT's tables (e.g. 44.1M for
+    Transformer-Base). Everything else counts: projections, FFNs, biases and LayerNorms."""
     e, d, q = arch.encoder_embed_dim, arch.decoder_embed_dim, qkv_dim
-    total = vocab_size * e if share_all_embeddings else vocab_size * (e + d)
+    total = 0
     for f in arch.encoder_ffn_dims:
         total += 3 * _linear(e, q) + _linear(q, e) + 2 * 2 * e + _linear(e, f) + _linear(f, e)
     for f in arch.decoder_ffn_dims:

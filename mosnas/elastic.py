@@ -46,15 +46,20 @@ def _key(name: str) -> str:  # module and parameter names may not contain '.'
 
 
 class Router(nn.Module):
-    """arch embedding -> logits. The output layer starts at zero, so every arch starts with a
-    uniform mixture and the router learns to tell archs apart (with `copy` init, MoS then starts
-    exactly as plain weight sharing)."""
+    """arch embedding (in_dim,) -> logits (out_dim,): `R(a) = W2 relu(W1 a + b1) + b2` (MoS, Jawahar et al. 2023).
+
+    The output layer keeps PyTorch's default weight init (uniform within +-1/sqrt(hidden)) and a zero
+    bias: logits of std ~0.2, so every arch starts with a near-uniform mixture of its own. A zero
+    output layer would be a fixed point with `copy` experts: identical experts get identical gradients
+    and a router whose logits get no gradient. Different mixtures per arch break that symmetry once
+    several archs share a step (the sandwich rule): expert k's gradient is sum_a alpha_k(a) g(a), a
+    different direction per expert. (Training one arch alone would not do: Adam normalizes away the
+    per-expert scale alpha_k of alpha_k g, and the experts move alike up to Adam's epsilon.)"""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int):
         super().__init__()
         self.fc1 = nn.Linear(in_dim, hidden)
         self.fc2 = nn.Linear(hidden, out_dim)
-        nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, a: Tensor) -> Tensor:
@@ -114,15 +119,18 @@ class WeightGenerator(nn.Module):
                 raise KeyError(name)
 
     def mixing(self, a: Tensor, name: str, out: int | None = None) -> Tensor:
-        """Mixing weights for tensor `name`: (m,) layer-wise or (out, m) neuron-wise."""
+        """Mixing coefficients (fp32) of tensor `name` for arch embedding `a` (10,): (m,) layer-wise,
+        or (out, m) neuron-wise for the first `out` neurons (default: all); rows sum to 1."""
         layer, linear = mixed_group(name, self.mos_attention)  # type: ignore[misc]
         m = self.num_experts
-        if self.generator == "layer":
-            return self.routers[_key(layer)](a).softmax(-1)
-        logits = self.routers[_key(linear)](a)
-        out = out if out is not None else self.max_shapes[f"{linear}.weight"][0]
-        # neuron-major layout: neuron i owns logits [i*m, (i+1)*m), so a prefix slice keeps them.
-        return logits[: m * out].view(out, m).softmax(-1)
+        # Routing runs in fp32 even under autocast, so training mixes with the coefficients export uses.
+        with torch.autocast(a.device.type, enabled=False):
+            if self.generator == "layer":
+                return self.routers[_key(layer)](a.float()).softmax(-1)
+            logits = self.routers[_key(linear)](a.float())
+            out = out if out is not None else self.max_shapes[f"{linear}.weight"][0]
+            # neuron-major layout: neuron i owns logits [i*m, (i+1)*m), so a prefix slice keeps them.
+            return logits[: m * out].view(out, m).softmax(-1)
 
     def forward(self, a: Tensor, shapes: dict[str, tuple[int, ...]], source: dict[str, str]) -> dict[str, Tensor]:
         """Tensors of the given shapes; `source[name]` names the max tensor each one slices."""

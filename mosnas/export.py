@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from mosnas.costs import count_parameters
+from mosnas.costs import count_parameters, count_parameters_hat
 from mosnas.data import load_tokenizer
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.models.transformer import Transformer, TransformerConfig, num_parameters
@@ -84,5 +84,6 @@ def export_arch(run: LoadedRun, arch: Arch, out_dir: str | Path) -> Path:
             "step": run.step,
             "generator": run.cfg.supernet.generator,
             "num_experts": run.cfg.supernet.num_experts,
+            "parameters_hat": count_parameters_hat(arch, run.space.qkv_dim, model.cfg.prenorm),
         },
     )

@@ -1,7 +1,8 @@
 """Fine-tune an exported subnet (weights inherited from the supernet) or train its arch from scratch.
 
 Both reuse the training loop: a `shared` supernet trained on one fixed arch is exactly a dense
-model of that arch, and `supernet.pretrained` fills it with the exported weights."""
+model of that arch, and `supernet.pretrained` fills it with the exported weights (or, from scratch,
+with a standard init of the arch's own shape)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,33 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import save_file
+
 from mosnas.config import Config
 from mosnas.errors import CheckpointError
 from mosnas.export import export_arch
+from mosnas.models.transformer import Transformer, TransformerConfig
 from mosnas.space import Arch
 from mosnas.train import load_run, train
+
+
+def scratch_init(model_dir: Path, path: Path, seed: int) -> Path:
+    """Write a fresh `Transformer.reset_parameters()` init of `model_dir`'s arch (its config.json) to `path`.
+
+    The from-scratch control starts as a dense model of its own shape would (e.g. xavier for each
+    linear's own fan-in and fan-out), not from a slice of the supernet's max-size init, whose
+    xavier std is that of the larger shape (fc1 of a 128x256 arch in a 256x1024 space: 0.039, not 0.072)."""
+    try:
+        cfg = TransformerConfig.from_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{model_dir}/config.json is not a readable model config: {e}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Transformer(cfg)  # its constructor draws the standard init
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
 
 
 def finetune_config(
@@ -29,7 +52,8 @@ def finetune_config(
     valid_bleu: int,
     scratch: bool,
 ) -> Config:
-    """The training config of one fine-tuning (or from-scratch) run of the arch in `model_dir`."""
+    """The training config of one fine-tuning (or from-scratch) run of the arch in `model_dir`; a scratch
+    run starts from `<out_dir>/<name>.scratch-init.safetensors` (see `scratch_init`)."""
     for needed in ("arch.json", "model.safetensors", "spm.model"):
         if not (model_dir / needed).is_file():
             raise CheckpointError(f"{model_dir} is not an exported model folder (missing {needed})")
@@ -38,7 +62,7 @@ def finetune_config(
         generator="shared",
         num_experts=1,
         expert_init="copy",
-        pretrained="" if scratch else str(model_dir / "model.safetensors"),
+        pretrained=str(out_dir / f"{name}.scratch-init.safetensors" if scratch else model_dir / "model.safetensors"),
     )
     tc = replace(
         run_cfg.train,
@@ -74,6 +98,8 @@ def finetune(
     export folder and the validation curve (NLL and BLEU against steps)."""
     model_dir = Path(model_dir)
     cfg = finetune_config(run_cfg, model_dir, Path(out_dir), name, steps, lr, warmup, valid_every, valid_bleu, scratch)
+    if scratch:
+        scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed)
     run_dir = train(cfg, resume=True, show_progress=progress)
     loaded = load_run(run_dir)
     arch = Arch.from_json((model_dir / "arch.json").read_text(encoding="utf-8"))

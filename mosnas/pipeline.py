@@ -16,7 +16,7 @@ import torch
 
 from mosnas.checkpoint import list_checkpoints
 from mosnas.config import Config, LatencyConfig, SearchConfig
-from mosnas.costs import count_flops, count_parameters
+from mosnas.costs import count_flops, count_parameters, count_parameters_hat
 from mosnas.data import load_parallel
 from mosnas.evaluate import evaluate_model
 from mosnas.export import export_arch, load_model
@@ -192,9 +192,10 @@ def search_stage(
 
 # -- export, evaluation, report ----------------------------------------------------------------------
 def _costs(run: LoadedRun, arch: Arch, lc: LatencyConfig) -> dict[str, int]:
-    share = run.cfg.supernet.share_embeddings and arch.encoder_embed_dim == arch.decoder_embed_dim
+    sn, q = run.cfg.supernet, run.space.qkv_dim
     return {
-        "parameters": count_parameters(arch, run.space.qkv_dim, run.net.vocab_size, share, run.cfg.supernet.prenorm),
+        "parameters": count_parameters(arch, q, run.net.vocab_size, sn.share_embeddings, sn.prenorm),
+        "parameters_hat": count_parameters_hat(arch, q, sn.prenorm),  # without embeddings, as HAT's tables
         "flops": count_flops(arch, run.space.qkv_dim, run.net.vocab_size, lc.src_len, lc.tgt_len),
     }
 

@@ -18,6 +18,10 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _count(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     rows = results["results"]
     lines = [f"# {results['name']}: generator `{results['generator']}`, {results['steps']} training steps", ""]
@@ -31,12 +35,13 @@ def summary_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        "| subnet | arch | params | FLOPs | budget ms | predicted ms | measured ms | BLEU | chrF |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| subnet | arch | params | params (HAT) | FLOPs | budget ms | predicted ms | measured ms | BLEU | chrF |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {_arch_short(r['arch'])} | {r['parameters']:,} | {r['flops'] / 1e6:,.1f}M | "
+            f"| {r['name']} | {_arch_short(r['arch'])} | {r['parameters']:,} | {_count(r.get('parameters_hat'))} | "
+            f"{r['flops'] / 1e6:,.1f}M | "
             f"{_ms(r.get('budget_ms'))} | {_ms(r.get('predicted_latency_ms'))} | "
             f"{_ms(r.get('measured_latency_ms'))} | {r['bleu']:.2f} | {r['chrf']:.2f} |"
         )
@@ -58,7 +63,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
             f"chrF signature: `{rows[0]['chrf_signature']}`",
             "",
             f"Test split `{rows[0]['split']}`, beam {rows[0]['beam']}; latency: HAT's protocol (one sentence, "
-            "beam search), median of repeats, see latency/report.json for the device.",
+            "beam search), median of repeats, see latency/report.json for the device. Params count the exported "
+            "model (one embedding table when shared); params (HAT) leave out embeddings and the output layer, "
+            "as HAT's tables do.",
         ]
     return "\n".join(lines) + "\n"
 

@@ -57,7 +57,7 @@ class Budget:
     max_params: int | None = None
     max_flops: int | None = None
     vocab_size: int | None = None  # params and FLOPs need it
-    share_embeddings: bool = True  # as the supernet config: shared when encoder and decoder widths match
+    share_embeddings: bool = True  # as the supernet config (costs.count_parameters says what it holds)
     prenorm: bool = True
     src_len: int = 30  # FLOPs of one sentence pair of these lengths
     tgt_len: int = 30
@@ -76,8 +76,7 @@ class Budget:
         if self.latency_ms is not None:
             limits.append(Limit("latency", self.latency_ms, self.latency, " ms"))  # type: ignore[arg-type]
         if self.max_params is not None:
-            share = lambda a: self.share_embeddings and a.encoder_embed_dim == a.decoder_embed_dim
-            params = lambda a: count_parameters(a, space.qkv_dim, self.vocab_size, share(a), self.prenorm)
+            params = lambda a: count_parameters(a, space.qkv_dim, self.vocab_size, self.share_embeddings, self.prenorm)
             limits.append(Limit("params", self.max_params, params))
         if self.max_flops is not None:
             flops = lambda a: count_flops(a, space.qkv_dim, self.vocab_size, self.src_len, self.tgt_len)

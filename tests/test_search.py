@@ -1,5 +1,6 @@
 """Search: evolution and random search on real archs of the tiny space, under real budgets."""
 
+import dataclasses
 import random
 
 import pytest
@@ -9,8 +10,10 @@ from mosnas.costs import count_flops, count_parameters
 from mosnas.data import ParallelData
 from mosnas.errors import BudgetError, ConfigError
 from mosnas.latency import LinearPredictor
+from mosnas.models.transformer import num_parameters
 from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
-from tests.conftest import make_supernet
+from mosnas.space import load_space
+from tests.conftest import ROOT, make_supernet
 
 SMALL = dict(population=20, parents=5, mutations=10, crossovers=10, generations=20, progress=False)
 
@@ -22,8 +25,7 @@ def _distance_to(space, target):
 
 
 def _params(space, arch) -> int:
-    share = arch.encoder_embed_dim == arch.decoder_embed_dim
-    return count_parameters(arch, space.qkv_dim, 100, share)
+    return count_parameters(arch, space.qkv_dim, 100, share_all_embeddings=True)
 
 
 def test_evolution_finds_the_optimum_and_beats_random(space):
@@ -91,6 +93,21 @@ def test_results_meet_the_budget(space):
     only_one_decoder_layer = lambda arch: arch.decoder_layers == 1
     result = evolutionary_search(space, fitness, [only_one_decoder_layer], seed=0, **SMALL)
     assert result.arch.decoder_layers == 1
+
+
+def test_params_budget_counts_what_the_exported_model_holds(space):
+    """One shared table, max(e, d) wide, for every arch: the budget's count is the exported model's numel
+    and never grows when a width shrinks (HAT's e640/d512 used to count 100.7M, e640/d640 91.4M)."""
+    net = make_supernet(space, "shared")
+    (params,) = Budget(max_params=1, vocab_size=100).constraints(space)
+    rng = random.Random(4)
+    for arch in [dataclasses.replace(space.largest(), decoder_embed_dim=16)] + [space.sample(rng) for _ in range(5)]:
+        assert params.cost(arch) == num_parameters(net.export(arch))
+    hat = load_space(ROOT / "configs" / "spaces" / "hat_wmt14_ende.yaml")
+    (params,) = Budget(max_params=1, vocab_size=32000, prenorm=False).constraints(hat)
+    largest = hat.largest()
+    assert params.cost(dataclasses.replace(largest, decoder_embed_dim=512)) < params.cost(largest)
+    assert params.cost(dataclasses.replace(largest, encoder_embed_dim=512)) < params.cost(largest)
 
 
 def test_impossible_budget_says_why(space):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +17,11 @@ from mosnas.space import Arch, Space
 
 
 def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig) -> TransformerConfig:
-    """The dense Transformer config of one arch of the supernet."""
+    """The dense Transformer config of one arch of the supernet.
+
+    With shared embeddings the dense model holds one table, max(e, d) wide (each side uses its first
+    columns): what the supernet holds too, so parameter counts grow with every width. Position codes
+    are computed at the space's widest embedding and sliced (HAT), so they nest across archs."""
     return TransformerConfig(
         vocab_size=vocab_size,
         encoder_embed_dim=arch.encoder_embed_dim,
@@ -30,11 +33,12 @@ def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig)
         decoder_self_heads=arch.decoder_self_heads,
         decoder_cross_heads=arch.decoder_cross_heads,
         decoder_spans=arch.decoder_spans,
-        share_all_embeddings=cfg.share_embeddings and arch.encoder_embed_dim == arch.decoder_embed_dim,
+        share_all_embeddings=cfg.share_embeddings,
         prenorm=cfg.prenorm,
         dropout=cfg.dropout,
         attention_dropout=cfg.attention_dropout,
         activation_dropout=cfg.activation_dropout,
+        position_dim=max(*space.encoder_embed_dim, *space.decoder_embed_dim),
     )
 
 
@@ -55,15 +59,8 @@ class Supernet(nn.Module):
     def __init__(self, space: Space, vocab_size: int, cfg: SupernetConfig):
         super().__init__()
         self.space, self.vocab_size, self.cfg = space, vocab_size, cfg
-        largest = space.largest()
-        max_model = Transformer(dense_config(largest, space, vocab_size, replace(cfg, share_embeddings=False)))
+        max_model = Transformer(dense_config(space.largest(), space, vocab_size, cfg))
         init = {name: p.detach() for name, p in max_model.named_parameters()}
-        if cfg.share_embeddings:
-            # One table serves source, target and output; its width is the larger side's max.
-            width = max(largest.encoder_embed_dim, largest.decoder_embed_dim)
-            del init["encoder_embed.weight"], init["decoder_embed.weight"]
-            init["embed.weight"] = torch.randn(vocab_size, width) * width**-0.5
-            init["embed.weight"][0].zero_()
         self.generator = WeightGenerator(
             {n: tuple(t.shape) for n, t in init.items()},
             cfg.generator,
@@ -92,9 +89,13 @@ class Supernet(nn.Module):
             gen.load_dense(tensors, experts=0 if cfg.expert_init == "pretrained-first" else "all")
         if cfg.expert_init in ("independent", "pretrained-first") and gen.num_experts > 1:
             first = 1 if cfg.expert_init == "pretrained-first" else 0
+            # A near-uniform mixture of m independent draws has 1/sqrt(m) of one draw's std; drawing
+            # independent experts sqrt(m) wider gives the generated weights the dense init's scale, as
+            # with `shared` and `copy`. (pretrained-first keeps standard draws beside its pretrained expert.)
+            scale = gen.num_experts**0.5 if cfg.expert_init == "independent" else 1.0
             for k in range(first, gen.num_experts):
                 max_model.reset_parameters()  # a fresh draw for each expert
-                fresh = {n: p.detach() for n, p in max_model.named_parameters() if gen.is_mixed(n)}
+                fresh = {n: p.detach() * scale for n, p in max_model.named_parameters() if gen.is_mixed(n)}
                 gen.load_dense(fresh, experts=k)
 
     def source_name(self, dense_name: str) -> str:

@@ -25,7 +25,8 @@ class TransformerConfig:
     decoder_self_heads: tuple[int, ...]
     decoder_cross_heads: tuple[int, ...]
     decoder_spans: tuple[int, ...]
-    share_all_embeddings: bool = True  # one table for source, target and output (needs equal dims)
+    # One table for source, target and output, max(encoder, decoder) wide; each side uses its first columns.
+    share_all_embeddings: bool = True
     prenorm: bool = True
     dropout: float = 0.1
     attention_dropout: float = 0.0
@@ -33,6 +34,9 @@ class TransformerConfig:
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
+    # Width the sinusoidal position code is computed at; each side uses its first columns, so codes nest
+    # across widths (HAT). 0: each side's own width (models exported before this field existed).
+    position_dim: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -44,7 +48,8 @@ class TransformerConfig:
 
 
 def sinusoids(positions: Tensor, dim: int) -> Tensor:
-    """Sinusoidal position embeddings (sin | cos halves), computed on the fly: no buffers."""
+    """Sinusoidal position codes (T, dim) of integer `positions` (T,): sin | cos halves over geometric
+    frequencies 1 .. 1/10000 (Vaswani et al. 2017, fairseq's layout), computed on the fly: no buffers."""
     half = dim // 2
     step = -math.log(10000.0) / max(half - 1, 1)
     freq = torch.exp(torch.arange(half, dtype=torch.float32, device=positions.device) * step)
@@ -165,14 +170,14 @@ class Transformer(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.share_all_embeddings and cfg.encoder_embed_dim != cfg.decoder_embed_dim:
-            raise ValueError("share_all_embeddings needs equal encoder and decoder embed dims")
-        if cfg.share_all_embeddings:
-            self.embed = nn.Embedding(cfg.vocab_size, cfg.encoder_embed_dim)
-        else:
-            self.encoder_embed = nn.Embedding(cfg.vocab_size, cfg.encoder_embed_dim)
-            self.decoder_embed = nn.Embedding(cfg.vocab_size, cfg.decoder_embed_dim)
         e, d = cfg.encoder_embed_dim, cfg.decoder_embed_dim
+        if cfg.position_dim and cfg.position_dim < max(e, d):
+            raise ValueError(f"position_dim {cfg.position_dim} is narrower than the embed dims ({e}, {d})")
+        if cfg.share_all_embeddings:
+            self.embed = nn.Embedding(cfg.vocab_size, max(e, d))
+        else:
+            self.encoder_embed = nn.Embedding(cfg.vocab_size, e)
+            self.decoder_embed = nn.Embedding(cfg.vocab_size, d)
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(e, cfg.qkv_dim, h, f, cfg) for h, f in zip(cfg.encoder_heads, cfg.encoder_ffn_dims)
         )
@@ -202,8 +207,10 @@ class Transformer(nn.Module):
                 nn.init.zeros_(p)
 
     def _embed_table(self, side: str) -> Tensor:
+        """(V, width of `side`): the shared table's first columns, or the side's own table."""
         if self.cfg.share_all_embeddings:
-            return self.embed.weight
+            dim = self.cfg.encoder_embed_dim if side == "encoder" else self.cfg.decoder_embed_dim
+            return self.embed.weight[:, :dim]
         return (self.encoder_embed if side == "encoder" else self.decoder_embed).weight
 
     def _embed(self, tokens: Tensor, side: str, start: int = 0) -> Tensor:
@@ -211,7 +218,7 @@ class Transformer(nn.Module):
         dim = table.shape[1]
         x = F.embedding(tokens, table) * math.sqrt(dim)
         pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        x = x + sinusoids(pos, dim).to(x.dtype)
+        x = x + sinusoids(pos, self.cfg.position_dim or dim)[:, :dim].to(x.dtype)
         return F.dropout(x, self.cfg.dropout, self.training)
 
     def encode(self, src: Tensor) -> EncoderOut:
