@@ -54,9 +54,12 @@ def main() -> None:
         "|---|---:|---:|---:|",
     ]
     md += [f"| {r['predictor']} | {r['rmse_ms']:.2f} | {r['mape_pct']:.2f} | {r['kendall_tau']:.3f} |" for r in rows]
-    md += ["", f"Scatter plot: `{Path(args.run) / 'latency' / 'scatter.png'}` (not committed). On this 2-core VM "
-           "repeated timings of one model spread by about +-15% (see `times_ms` in the samples), which bounds what "
-           "any predictor can reach here; more repeats (latency.repeats) tighten it at a proportional cost."]
+    md += [
+        "",
+        f"Scatter plot: `{Path(args.run) / 'latency' / 'scatter.png'}` (not committed). On this 2-core VM "
+        "repeated timings of one model spread by about +-15% (see `times_ms` in the samples), which bounds what "
+        "any predictor can reach here; more repeats (latency.repeats) tighten it at a proportional cost.",
+    ]
     write("latency_predictor", meta, rows, md)
 
 

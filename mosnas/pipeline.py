@@ -20,6 +20,7 @@ from mosnas.costs import count_flops, count_parameters, count_parameters_hat
 from mosnas.data import load_parallel
 from mosnas.evaluate import evaluate_model
 from mosnas.export import export_arch, load_model
+from mosnas.hardware import resolve_precision
 from mosnas.latency import (
     LatencyPredictor,
     LinearPredictor,
@@ -28,6 +29,7 @@ from mosnas.latency import (
     measure_latency,
     read_samples,
     scatter_plot,
+    timing_setup,
     write_samples,
 )
 from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
@@ -71,6 +73,7 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
         return _read_json(report_file)
     samples_file = out / "samples.jsonl"
     samples = read_samples(samples_file) if samples_file.is_file() else []
+    device, precision = timing_setup(lc.device, lc.precision, lc.threads)
     rng = random.Random(lc.seed)
     archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
     if len(samples) < len(archs):  # measure in chunks so a stopped run keeps what it measured
@@ -83,9 +86,10 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
                 lc.beam,
                 lc.warmup,
                 lc.repeats,
-                "cpu",
+                device,
                 lc.threads,
                 progress,
+                precision.dtype,
             )
             write_samples(samples, samples_file)
     split = int(round(len(samples) * (1 - lc.holdout)))
@@ -112,6 +116,7 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
         "linear": evaluate_predictor(linear, test_s),
         "device": samples[0].get("device"),
         "settings": samples[0].get("settings"),
+        "precision": precision.to_dict(),
         "smallest_ms": samples[1]["latency_ms"],
         "largest_ms": samples[0]["latency_ms"],
     }
@@ -157,8 +162,10 @@ def search_stage(
         src_len=lc.src_len,
         tgt_len=lc.tgt_len,
     )
-    valid, _ = load_parallel(cfg.data, cfg.data.valid, run.tokenizer, sc.valid_sentences)
-    fitness = supernet_fitness(run.net, valid)
+    valid, _ = load_parallel(cfg.data, cfg.data.valid, run.tokenizer, sc.valid_sentences, seed=sc.seed)
+    device = next(run.net.parameters()).device
+    precision = resolve_precision(sc.precision, device, "search.precision")
+    fitness = supernet_fitness(run.net, valid, device, precision.bf16)
     t0 = time.perf_counter()
     evo = evolutionary_search(
         run.space,
@@ -179,6 +186,7 @@ def search_stage(
         "max_params": sc.max_params,
         "max_flops": sc.max_flops,
         "valid_sentences": len(valid),
+        "precision": precision.to_dict(),
         "evolution": evo.to_dict(),
         "evolution_s": round(time.perf_counter() - t0, 1),
     }
@@ -217,8 +225,9 @@ def export_and_score(
         evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
     if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
         model = model or load_model(out)[0]
+        device, precision = timing_setup(lc.device, lc.precision, lc.threads)
         measured = measure_latency(
-            model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), "cpu", lc.threads
+            model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), device, lc.threads, precision.dtype
         )
         _write_json(out / "latency.json", measured)
     return {

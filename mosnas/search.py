@@ -102,9 +102,12 @@ class SearchResult:
         }
 
 
-def supernet_fitness(net: Supernet, data: ParallelData, device: torch.device | str = "cpu") -> Fitness:
-    """DESIGN's fitness: the supernet's validation loss for an arch (inherited weights) on `data`."""
-    return lambda arch: evaluate_loss(net, data, arch, torch.device(device))
+def supernet_fitness(
+    net: Supernet, data: ParallelData, device: torch.device | str = "cpu", bf16: bool = False
+) -> Fitness:
+    """DESIGN's fitness: the supernet's validation loss for an arch (inherited weights) on `data`
+    (under bf16 autocast when `bf16`)."""
+    return lambda arch: evaluate_loss(net, data, arch, torch.device(device), bf16)
 
 
 class _Evaluator:

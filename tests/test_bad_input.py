@@ -257,7 +257,7 @@ def test_model_and_translation_errors(capsys, tmp_path, trained):
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "encoder_embed_dim": 24, "decoder_embed_dim": 24}))
     expect_error(capsys, "does not match its config.json", "translate", tmp_path / "m")
-    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "encoder_embed_dim": 24}))
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "position_dim": 8}))
     expect_error(capsys, "config.json is not a valid model config", "translate", tmp_path / "m")
 
 

@@ -45,8 +45,12 @@ def test_latency_search_export_report(run):
     assert found["predicted_latency_ms"] <= limit
     assert found["random"]["num_evaluations"] == found["evolution"]["num_evaluations"]
     # The fitness really is the supernet's validation loss of that arch on the fixed subset.
-    valid, _ = load_parallel(run.cfg.data, run.cfg.data.valid, run.tokenizer, run.cfg.search.valid_sentences)
-    assert found["evolution"]["fitness"] == pytest.approx(evaluate_loss(run.net, valid, arch, torch.device("cpu")))
+    # (a seeded sample of the validation split, in the precision the search recorded)
+    valid, _ = load_parallel(
+        run.cfg.data, run.cfg.data.valid, run.tokenizer, run.cfg.search.valid_sentences, seed=run.cfg.search.seed
+    )
+    bf16 = found["precision"]["precision"] == "bf16"
+    assert found["evolution"]["fitness"] == pytest.approx(evaluate_loss(run.net, valid, arch, torch.device("cpu"), bf16))
 
     row = export_and_score(run, arch, run.run_dir / "export" / "test-budget", run.cfg.latency, progress=False)
     assert row["measured_latency_ms"] > 0 and row["parameters"] > 0 and 0 <= row["bleu"] <= 100
