@@ -76,6 +76,7 @@ def finetune_config(
         ckpt_every=max(valid_every, steps),
         distill=0.0,
         valid_bleu=valid_bleu,
+        precision=run_cfg.finetune.precision,
     )
     data = replace(run_cfg.data, tokenizer=str(model_dir / "spm.model"))
     return replace(run_cfg, name=name, out_dir=str(out_dir), supernet=sn, train=tc, data=data).validate()

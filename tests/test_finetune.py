@@ -33,3 +33,16 @@ def test_scratch_control_starts_from_the_standard_init_of_its_own_shape(tiny_run
             assert torch.equal(init[name], references[0][name]), name
         else:
             assert p.std().item() == pytest.approx(ref, rel=0.10), name
+
+
+def test_finetuning_runs_at_the_finetune_precision(tiny_run_dir, tmp_path):
+    from dataclasses import replace
+
+    from mosnas.finetune import finetune_config
+
+    run = load_run(tiny_run_dir)
+    model_dir = export_arch(run, run.space.smallest(), tmp_path / "subnet")
+    for precision in ("fp32", "bf16", "auto"):
+        cfg = replace(run.cfg, finetune=replace(run.cfg.finetune, precision=precision))
+        ft = finetune_config(cfg, model_dir, tmp_path / "ft", "x", 2, 1e-4, 1, 1, 0, False)
+        assert ft.train.precision == precision  # not the supernet's train.precision
