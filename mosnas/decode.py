@@ -20,53 +20,65 @@ def reorder_cache(cache: list[dict], order: Tensor) -> None:
 def beam_search(
     model: Transformer, src: Tensor, beam: int = 5, lenpen: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10
 ) -> list[list[int]]:
-    """Best hypothesis (token ids, without BOS/EOS) for each row of `src` (B, S).
+    """Best hypothesis (token ids, without BOS/EOS) for each row of `src` (B, S), padded with PAD.
 
-    Scores are summed log-probabilities divided by length**lenpen (length counts EOS), as in
-    fairseq. A sentence is finished once it holds `beam` finished hypotheses."""
+    The algorithm of fairseq's `SequenceGenerator` with `BeamSearch` (Ott et al., 2019,
+    fairseq/sequence_generator.py), for each sentence independently:
+    - each step ranks the 2*`beam` best (hypothesis, token) extensions by summed log-probability;
+    - an EOS among the first `beam` of them finalizes that hypothesis with score
+      sum / len**`lenpen`, len counting EOS; an EOS ranked lower is dropped;
+    - the next step's hypotheses are the first `beam` non-EOS candidates;
+    - a sentence is finished once it holds `beam` finalized hypotheses, or after its step
+      `max_len` = int(`max_len_a` * src_len + `max_len_b`), where only EOS is allowed: at most
+      `max_len` tokens plus EOS, and every hypothesis ends in EOS, its log-probability scored.
+    src_len counts the row's non-PAD tokens, its final EOS included (fairseq excludes EOS). Unlike
+    fairseq, whose max length follows the longest source of the batch, each row uses its own, so
+    batching never changes a result. PAD and BOS are never generated."""
     model.eval()
     cfg = model.cfg
     bsz, device = src.shape[0], src.device
-    src_lens = src.ne(cfg.pad_id).sum(1)
-    max_len = int(max_len_a * int(src_lens.max()) + max_len_b)
+    if bsz == 0:
+        return []
+    neg_inf = float("-inf")
+    max_lens = [int(max_len_a * n + max_len_b) for n in src.ne(cfg.pad_id).sum(1).tolist()]
     enc = model.encode(src)
     order = torch.arange(bsz, device=device).repeat_interleave(beam)
     enc = EncoderOut([s.index_select(0, order) for s in enc.states], enc.pad_mask.index_select(0, order))
     cache = model.new_cache()
     tokens = torch.full((bsz * beam, 1), cfg.bos_id, dtype=torch.long, device=device)
     scores = torch.zeros(bsz, beam, device=device)
-    scores[:, 1:] = float("-inf")  # all beams start identical: keep only the first alive
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
+    scores[:, 1:] = neg_inf  # all beams start identical: the first step extends only the first
+    finalized: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
     done = [False] * bsz
-    per_sent_max = (max_len_a * src_lens.float() + max_len_b).long().tolist()
-    for step in range(max_len):
-        logits = model.decode(tokens[:, -1:], enc, cache, start=step)[:, -1].float()
-        lprobs = logits.log_softmax(-1)
-        lprobs[:, cfg.pad_id] = float("-inf")
-        lprobs[:, cfg.bos_id] = float("-inf")
+    for step in range(max(max_lens) + 1):
+        lprobs = model.decode(tokens[:, -1:], enc, cache, start=step)[:, -1].float().log_softmax(-1)
+        lprobs = lprobs.masked_fill(lprobs.isnan(), neg_inf)
+        lprobs[:, [cfg.pad_id, cfg.bos_id]] = neg_inf
+        forced = [b * beam + k for b in range(bsz) if step >= max_lens[b] for k in range(beam)]
+        if forced:  # at max length only EOS may follow
+            rows = torch.tensor(forced, device=device)
+            eos = lprobs[rows, cfg.eos_id]
+            lprobs[rows] = neg_inf
+            lprobs[rows, cfg.eos_id] = eos
         vocab = lprobs.shape[-1]
         cand = (scores.view(-1, 1) + lprobs).view(bsz, beam * vocab)
-        top_scores, top_idx = cand.topk(2 * beam, dim=1)
+        top_scores, top_idx = cand.topk(min(2 * beam, beam * vocab), dim=1)
         top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
         next_rows, next_tokens, next_scores = [], [], []
         for b in range(bsz):
             alive = []
             if not done[b]:
-                for s, idx in zip(top_scores[b], top_idx[b]):
-                    if s == float("-inf"):
-                        break
+                for rank, (s, idx) in enumerate(zip(top_scores[b], top_idx[b])):
                     row, tok = b * beam + idx // vocab, idx % vocab
-                    if tok == cfg.eos_id or step + 1 >= per_sent_max[b]:
-                        if len(finished[b]) < beam:
-                            hyp = tokens[row, 1:].tolist() + ([] if tok == cfg.eos_id else [tok])
-                            finished[b].append((s / (step + 1) ** lenpen, hyp))
-                    else:
-                        alive.append((row, tok, s))
-                    if len(alive) == beam:
-                        break
-                done[b] = len(finished[b]) >= beam or not alive
-            while len(alive) < beam:  # padding beams for finished sentences: never selected again
-                alive.append((b * beam, cfg.pad_id, float("-inf")))
+                    if tok != cfg.eos_id:
+                        if len(alive) < beam:
+                            alive.append((row, tok, s))
+                    elif rank < beam and s > neg_inf and len(finalized[b]) < beam:
+                        finalized[b].append((s / (step + 1) ** lenpen, tokens[row, 1:].tolist()))
+                done[b] = len(finalized[b]) >= beam or step >= max_lens[b]
+            if done[b]:
+                alive = []
+            alive += [(b * beam, cfg.pad_id, neg_inf)] * (beam - len(alive))  # padding: never selected again
             for row, tok, s in alive:
                 next_rows.append(row)
                 next_tokens.append(tok)
@@ -77,13 +89,9 @@ def beam_search(
         tokens = torch.cat([tokens.index_select(0, rows), torch.tensor(next_tokens, device=device)[:, None]], 1)
         scores = torch.tensor(next_scores, device=device).view(bsz, beam)
         reorder_cache(cache, rows)
-    out = []
-    for b in range(bsz):
-        if not finished[b]:  # ran out of length: take the best alive hypothesis
-            best = int(scores[b].argmax())
-            finished[b].append((0.0, tokens[b * beam + best, 1:].tolist()))
-        out.append(max(finished[b], key=lambda x: x[0])[1])
-    return out
+    # max() keeps the first of equal scores; a sentence whose every score was -inf (non-finite
+    # model output) has no finalized hypothesis and gets the empty one.
+    return [max(f, key=lambda x: x[0])[1] if f else [] for f in finalized]
 
 
 def translate(
