@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--src-lang", default="en")
     ev.add_argument("--tgt-lang", default="de")
     _setting(ev, "--limit", "eval.limit", help="only the first N sentences")
+    _setting(ev, "--tokenize", "eval.bleu_tokenize", help="sacreBLEU tokenizer (default: by --tgt-lang)")
     return p
 
 
@@ -199,19 +200,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     model, tok = load_model(args.model)
     decode = DecodeConfig(beam=args.beam, lenpen=args.lenpen, batch_size=args.batch_size)
     if args.command == "translate":
-        from mosnas.data import read_lines
+        from mosnas.data import read_lines, write_lines
         from mosnas.decode import translate
 
-        lines = read_lines(args.input) if args.input else sys.stdin.read().splitlines()
-        for line in translate(
+        lines = read_lines(args.input or "-")  # "\n"-terminated lines, from a file or stdin alike
+        hyps = translate(
             model, tok, lines, decode.beam, decode.lenpen, decode.max_len_a, decode.max_len_b, decode.batch_size
-        ):
-            print(line)
+        )
+        write_lines("-", hyps)  # one line per input line, UTF-8, whatever the locale
         return 0
     from mosnas.evaluate import evaluate_model
 
     data = DataConfig(dir=args.data, src_lang=args.src_lang, tgt_lang=args.tgt_lang)
-    result = evaluate_model(model, tok, data, args.split, decode, args.limit, args.model, not args.quiet)
+    result = evaluate_model(
+        model, tok, data, args.split, decode, args.limit, args.model, not args.quiet, tokenize=args.tokenize
+    )
     print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, {args.split})")
     print(f"BLEU signature: {result['bleu_signature']}")
     print(f"chrF signature: {result['chrf_signature']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,23 +32,50 @@ def find_split(data_dir: str | Path, split: str, lang: str) -> Path:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """All lines of a UTF-8 text file (gzip if it ends in .gz), without line breaks."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    """The lines of a UTF-8 text file (gzip if it ends in .gz) or, for "-", of standard input.
+
+    One rule on every path and machine: a line ends at "\\n" and nowhere else. A last line without
+    "\\n" counts, the "\\r" of a "\\r\\n" ending is dropped, and \\f, \\v, \\x1c-\\x1e, \\x85, \\u2028,
+    \\u2029 or a lone \\r stay inside their line (str.splitlines() and text-mode stdin would split there).
+    Raises DataError when the input cannot be read or is not UTF-8."""
+    name = "standard input" if str(path) == "-" else str(path)
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        if str(path) == "-":
+            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        else:
+            with (gzip.open if Path(path).suffix == ".gz" else open)(path, "rb") as f:
+                raw = f.read()
     except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+        raise DataError(f"cannot read {name}: {e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: invalid UTF-8 on line {line}") from None
+        raise DataError(f"{name}: invalid UTF-8 on line {line}") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [ln.rstrip("\r") for ln in lines]
+
+
+def one_line(text: str) -> str:
+    """`text` as one line: the pieces str.splitlines() cuts it into (at \\n, \\r, \\v, \\f, \\x1c-\\x1e,
+    \\x85, \\u2028, \\u2029), joined by spaces."""
+    return " ".join(text.splitlines())
+
+
+def write_lines(path: str | Path, lines: list[str]) -> None:
+    """Write each item as exactly one "\\n"-terminated UTF-8 line (see `one_line`) to a file or, for "-",
+    to standard output: `read_lines` reads as many lines back. Raises OSError as writing does."""
+    data = "".join(one_line(x) + "\n" for x in lines).encode("utf-8")
+    if str(path) != "-":
+        Path(path).write_bytes(data)
+    elif hasattr(sys.stdout, "buffer"):  # bytes: no locale encoding, no "\r\n" translation
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(data.decode("utf-8"))
 
 
 def subset(n: int, limit: int, seed: int) -> list[int]:

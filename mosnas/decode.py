@@ -105,10 +105,11 @@ def translate(
     batch_size: int = 64,
     progress: bool = False,
 ) -> list[str]:
-    """Detokenized translations of raw `lines`, batched by source length (output in input order)."""
+    """Detokenized translations of raw `lines`, one line each (`data.one_line`: a translation never holds
+    a line break), batched by source length, in input order; see `beam_search` for the arguments."""
     from tqdm import tqdm
 
-    from mosnas.data import EOS, pad_batch
+    from mosnas.data import EOS, one_line, pad_batch
 
     device = next(model.parameters()).device
     ids = [x + [EOS] for x in tokenizer.encode(lines)]
@@ -118,5 +119,5 @@ def translate(
     for chunk in tqdm(chunks, disable=not progress, desc="translate", dynamic_ncols=True):
         src = pad_batch([ids[i] for i in chunk]).to(device)
         for i, hyp in zip(chunk, beam_search(model, src, beam, lenpen, max_len_a, max_len_b)):
-            out[i] = tokenizer.decode(hyp)
+            out[i] = one_line(tokenizer.decode(hyp))
     return out

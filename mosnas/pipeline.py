@@ -222,7 +222,9 @@ def export_and_score(
         if model_dir is None:
             export_arch(run, arch, out)
         model, tok = load_model(out)
-        evaluate_model(model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress)
+        evaluate_model(
+            model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress, tokenize=cfg.eval.bleu_tokenize
+        )
     if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
         model = model or load_model(out)[0]
         device, precision = timing_setup(lc.device, lc.precision, lc.threads)
