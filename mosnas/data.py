@@ -48,7 +48,7 @@ def read_lines(path: str | Path) -> list[str]:
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read {name}: {e}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first line
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{name}: invalid UTF-8 on line {line}") from None

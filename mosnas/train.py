@@ -396,7 +396,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     valid_data, _ = load_parallel(cfg.data, cfg.data.valid, sp, cfg.data.valid_limit, seed=tc.seed)
     bleu = None
     if tc.valid_bleu and fixed is not None:
-        bleu = (sp, *read_parallel(cfg.data, cfg.data.valid, tc.valid_bleu, tc.seed), cfg.decode)
+        sample = read_parallel(cfg.data, cfg.data.valid, tc.valid_bleu, tc.seed)
+        bleu = (sp, *sample, cfg.decode, cfg.data.tgt_lang, cfg.eval.bleu_tokenize)
 
     net = _build_supernet(space, sp.get_piece_size(), cfg).to(device)
     params = list(net.parameters())
@@ -624,10 +625,11 @@ def validate(
     bf16: bool,
     step: int,
     fixed: Arch | None,
-    bleu: tuple[Any, list[str], list[str], Any] | None = None,
+    bleu: tuple[Any, list[str], list[str], Any, str, str] | None = None,
 ) -> dict[str, Any]:
     """Validation NLL of the largest and smallest archs (or the fixed one); with `bleu` =
-    (tokenizer, sources, references, decode config), also the fixed arch's BLEU."""
+    (tokenizer, sources, references, decode config, target language, BLEU tokenizer setting), also the
+    fixed arch's BLEU (tokenized for the target language, as evaluation does)."""
     archs = {"fixed": fixed} if fixed is not None else {"largest": space.largest(), "smallest": space.smallest()}
     record: dict[str, Any] = {
         "step": step,
@@ -637,12 +639,12 @@ def validate(
         from mosnas.decode import translate
         from mosnas.evaluate import score
 
-        tokenizer, src, ref, dc = bleu
+        tokenizer, src, ref, dc, tgt_lang, tokenize = bleu
         hyps = translate(
             net.export(fixed), tokenizer, src, dc.beam, dc.lenpen, dc.max_len_a, dc.max_len_b, dc.batch_size
         )
         net.train()
-        record["valid_bleu"] = score(hyps, ref)["bleu"]
+        record["valid_bleu"] = score(hyps, ref, tgt_lang, tokenize or None)["bleu"]
     return record
 
 

@@ -39,7 +39,7 @@ def _bad(a: argparse.Action) -> list[str]:
     _, f, typ = _setting(a)
     if "bounds" in f.metadata:
         return _bad_values(f, typ)
-    return ["no-such-value", ""]  # choices or a pattern
+    return [v for v in ("no-such-value", "") if v not in f.metadata.get("choices", ())]  # choices or a pattern
 
 
 def _argv(cmd: str, sp: argparse.ArgumentParser, tmp_path, option: str, value: str) -> list[str]:
