@@ -20,8 +20,8 @@ def machine() -> dict[str, Any]:
 
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
         **hardware.machine(),
+        "machine": platform.platform(),  # the OS and kernel (hardware.machine's "machine" is the architecture)
         "torch": torch.__version__,
     }
 
