@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
 from mosnas.pipeline import latency_stage  # noqa: E402
-from mosnas.train import load_run  # noqa: E402
+from mosnas.run import load_run  # noqa: E402
 
 
 def main() -> None:

@@ -115,6 +115,11 @@ def save_checkpoint(
     return final
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder named `ckpt-NNNNNNNN`."""
+    return int(path.name.split("-")[1])
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():

@@ -166,14 +166,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"trained supernet saved in {run_dir}")
         else:
             from mosnas.pipeline import run
+            from mosnas.run import RunDir
 
             results = run(cfg, force=args.force, progress=not args.quiet)
-            print((cfg.run_dir / "summary.md").read_text(encoding="utf-8"))
-            print(f"results: {cfg.run_dir / 'results.json'} ({len(results['results'])} archs)")
+            print(RunDir(cfg.run_dir).summary.read_text(encoding="utf-8"))
+            print(f"results: {RunDir(cfg.run_dir).results} ({len(results['results'])} archs)")
         return 0
     if args.command == "export":
         from mosnas.export import export_arch
-        from mosnas.train import load_run
+        from mosnas.run import RunDir, load_run
 
         run = load_run(args.run)
         arch = run.space.parse_arch(args.arch)
@@ -184,7 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not args.arch.lstrip().startswith("{")
             else "arch"
         )
-        out = export_arch(run, arch, args.out or Path(args.run) / "export" / name)
+        out = export_arch(run, arch, args.out or RunDir(Path(args.run)).export(name))
         print(f"exported {json.loads((out / 'export.json').read_text())['parameters']:,} parameters to {out}")
         return 0
 
@@ -225,7 +226,7 @@ def _latency(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from mosnas.pipeline import latency_stage
-    from mosnas.train import load_run
+    from mosnas.run import load_run
 
     run = load_run(args.run)
     lc = replace(run.cfg.latency, num_samples=args.samples) if args.samples else run.cfg.latency
@@ -237,7 +238,7 @@ def _latency(args: argparse.Namespace) -> int:
             f"{name:6s} held-out ({report['heldout_samples']} archs, trained on {report['train_samples']}): "
             f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
         )
-    print(f"scatter plot: {run.run_dir / 'latency' / 'scatter.png'}")
+    print(f"scatter plot: {run.dir.latency / 'scatter.png'}")
     return 0
 
 
@@ -246,13 +247,13 @@ def _search(args: argparse.Namespace) -> int:
 
     from mosnas.errors import ConfigError
     from mosnas.pipeline import export_and_score, search_stage
+    from mosnas.run import load_run
     from mosnas.space import Arch
-    from mosnas.train import load_run
 
     run = load_run(args.run)
     if args.latency_ms is None and not (args.max_params or args.max_flops):
         raise ConfigError("give a budget: --latency-ms, --max-params and/or --max-flops")
-    if args.latency_ms is not None and not (run.run_dir / "latency" / "predictor.json").is_file():
+    if args.latency_ms is not None and not (run.dir.latency / "predictor.json").is_file():
         raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {args.run}` first")
     parts = (
         ([f"latency-{args.latency_ms:g}ms"] if args.latency_ms is not None else [])
@@ -263,7 +264,7 @@ def _search(args: argparse.Namespace) -> int:
     sc = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
     found = search_stage(run, sc, name, args.latency_ms, run.cfg.latency, progress=not args.quiet)
     arch = Arch.from_dict(found["evolution"]["arch"])
-    row = export_and_score(run, arch, run.run_dir / "export" / name, run.cfg.latency, progress=not args.quiet)
+    row = export_and_score(run, arch, run.dir.export(name), run.cfg.latency, progress=not args.quiet)
     print(f"best arch ({found['evolution']['num_evaluations']} evaluations): {arch.to_json()}")
     print(
         f"validation NLL {found['evolution']['fitness']:.4f}"
@@ -274,7 +275,7 @@ def _search(args: argparse.Namespace) -> int:
         f"{found['predicted_latency_ms']} ms, measured {row['measured_latency_ms']:.2f} ms"
     )
     print(f"BLEU {row['bleu']:.2f}  chrF {row['chrf']:.2f}  ({row['split']})  {row['bleu_signature']}")
-    print(f"exported to {run.run_dir / 'export' / name}")
+    print(f"exported to {run.dir.export(name)}")
     return 0
 
 
@@ -282,7 +283,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mosnas.finetune import finetune
-    from mosnas.train import load_run
+    from mosnas.run import load_run
 
     run = load_run(args.run)
     model = Path(args.model)
@@ -290,7 +291,7 @@ def _finetune(args: argparse.Namespace) -> int:
     export, curve = finetune(
         run.cfg,
         model,
-        run.run_dir / "finetune",
+        run.dir.finetune,
         name,
         args.steps,
         args.lr,

@@ -14,8 +14,8 @@ from mosnas.costs import count_parameters, count_parameters_hat
 from mosnas.data import load_tokenizer
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.models.transformer import Transformer, TransformerConfig, num_parameters
+from mosnas.run import LoadedRun
 from mosnas.space import Arch
-from mosnas.train import LoadedRun
 
 
 def save_model(

@@ -18,8 +18,9 @@ from mosnas.config import Config
 from mosnas.errors import CheckpointError
 from mosnas.export import export_arch
 from mosnas.models.transformer import Transformer, TransformerConfig
+from mosnas.run import RunDir, load_run, read_log
 from mosnas.space import Arch
-from mosnas.train import load_run, train
+from mosnas.train import train
 
 
 def scratch_init(model_dir: Path, path: Path, seed: int) -> Path:
@@ -104,6 +105,5 @@ def finetune(
     run_dir = train(cfg, resume=True, show_progress=progress)
     loaded = load_run(run_dir)
     arch = Arch.from_json((model_dir / "arch.json").read_text(encoding="utf-8"))
-    export = export_arch(loaded, arch, run_dir / "export")
-    records = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
-    return export, [r for r in records if "valid_nll_fixed" in r]
+    export = export_arch(loaded, arch, RunDir(run_dir).exports)
+    return export, [r for r in read_log(run_dir) if "valid_nll_fixed" in r]

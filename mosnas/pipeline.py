@@ -5,7 +5,6 @@ stopped run continues where it stopped."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -14,7 +13,6 @@ from typing import Any
 
 import torch
 
-from mosnas.checkpoint import list_checkpoints
 from mosnas.config import Config, LatencyConfig, SearchConfig
 from mosnas.costs import count_flops, count_parameters, count_parameters_hat
 from mosnas.data import load_parallel
@@ -32,45 +30,19 @@ from mosnas.latency import (
     timing_setup,
     write_samples,
 )
+from mosnas.run import LoadedRun, RunDir, load_run, needs_training, read_json, read_log, write_json
 from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
 from mosnas.space import Arch
-from mosnas.train import LoadedRun, load_run, train
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _train_log(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "train_log.jsonl"
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
-
-
-def needs_training(cfg: Config) -> bool:
-    """False once the run reached its step or wall budget (the newest checkpoint is the final one)."""
-    ckpts = list_checkpoints(cfg.run_dir)
-    if not ckpts:
-        return True
-    step = int(ckpts[-1].name.split("-")[1])
-    timed = [r for r in _train_log(cfg.run_dir) if "elapsed_s" in r]
-    spent = bool(cfg.train.max_minutes) and bool(timed) and timed[-1]["elapsed_s"] >= cfg.train.max_minutes * 60
-    return step < cfg.train.max_steps and not spent
+from mosnas.train import train
 
 
 # -- latency ---------------------------------------------------------------------------------------
 def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> dict[str, Any]:
     """Measure `num_samples` archs, fit the MLP predictor (and a linear baseline), report held-out accuracy."""
-    out = run.run_dir / "latency"
+    out = run.dir.latency
     report_file = out / "report.json"
     if report_file.is_file():
-        return _read_json(report_file)
+        return read_json(report_file)
     samples_file = out / "samples.jsonl"
     samples = read_samples(samples_file) if samples_file.is_file() else []
     device, precision = timing_setup(lc.device, lc.precision, lc.threads)
@@ -120,7 +92,7 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
         "smallest_ms": samples[1]["latency_ms"],
         "largest_ms": samples[0]["latency_ms"],
     }
-    _write_json(report_file, report)
+    write_json(report_file, report)
     return report
 
 
@@ -146,10 +118,10 @@ def search_stage(
     run: LoadedRun, sc: SearchConfig, name: str, latency_ms: float | None, lc: LatencyConfig, progress: bool = True
 ) -> dict[str, Any]:
     """Evolutionary search (and the random baseline at equal evaluations) under one budget."""
-    out_file = run.run_dir / "search" / f"{name}.json"
+    out_file = run.dir.search(name)
     if out_file.is_file():
-        return _read_json(out_file)
-    predictor = LatencyPredictor.load(run.run_dir / "latency") if latency_ms is not None else None
+        return read_json(out_file)
+    predictor = LatencyPredictor.load(run.dir.latency) if latency_ms is not None else None
     cfg = run.cfg
     budget = Budget(
         latency_ms=latency_ms,
@@ -194,7 +166,7 @@ def search_stage(
         rnd = random_search(run.space, fitness, budget, evo.num_evaluations, sc.seed, progress=progress)
         result["random"] = rnd.to_dict()
     result["predicted_latency_ms"] = round(predictor(evo.arch), 3) if predictor else None
-    _write_json(out_file, result)
+    write_json(out_file, result)
     return result
 
 
@@ -216,7 +188,7 @@ def export_and_score(
     split = cfg.eval.split or cfg.data.test
     result_file = out / f"eval.{split}.json"
     info = out / "export.json"
-    stale = info.is_file() and model_dir is None and _read_json(info).get("step") != run.step
+    stale = info.is_file() and model_dir is None and read_json(info).get("step") != run.step
     model = None
     if not result_file.is_file() or stale:
         if model_dir is None:
@@ -231,10 +203,10 @@ def export_and_score(
         measured = measure_latency(
             model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), device, lc.threads, precision.dtype
         )
-        _write_json(out / "latency.json", measured)
+        write_json(out / "latency.json", measured)
     return {
-        **_read_json(result_file),
-        "measured_latency_ms": _read_json(out / "latency.json")["latency_ms"],
+        **read_json(result_file),
+        "measured_latency_ms": read_json(out / "latency.json")["latency_ms"],
         "arch": arch.to_dict(),
         **_costs(run, arch, lc),
     }
@@ -249,17 +221,17 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     if force or needs_training(cfg):
         train(cfg, resume=not force, force=force, show_progress=progress)
     loaded = load_run(cfg.run_dir)
-    run_dir, lc = cfg.run_dir, cfg.latency
+    run_dir, lc = RunDir(cfg.run_dir), cfg.latency
     names = budgets(cfg.search, None)
     latency_report = None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
         latency_report = latency_stage(loaded, lc, progress)
-        predictor = LatencyPredictor.load(run_dir / "latency")
+        predictor = LatencyPredictor.load(run_dir.latency)
         names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))
     rows = []
     for name in cfg.eval.archs:  # reference subnets: largest and smallest
         arch = loaded.space.parse_arch(name)
-        out = run_dir / "export" / (name if name in ("largest", "smallest") else Path(name).stem)
+        out = run_dir.export(name if name in ("largest", "smallest") else Path(name).stem)
         rows.append({"name": name, "kind": "reference", **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
         found = search_stage(loaded, cfg.search, name, limit, lc, progress)
@@ -270,7 +242,7 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
             "budget_ms": limit,
             "fitness": found["evolution"]["fitness"],
             "predicted_latency_ms": found["predicted_latency_ms"],
-            **export_and_score(loaded, arch, run_dir / "export" / name, lc, progress),
+            **export_and_score(loaded, arch, run_dir.export(name), lc, progress),
         }
         if "random" in found:
             row["random_search_fitness"] = found["random"]["fitness"]
@@ -279,8 +251,8 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
             ft = cfg.finetune
             model_dir, curve = finetune(
                 cfg,
-                run_dir / "export" / name,
-                run_dir / "finetune",
+                run_dir.export(name),
+                run_dir.finetune,
                 name,
                 ft.steps,
                 ft.lr,
@@ -297,12 +269,12 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         "name": cfg.name,
         "generator": cfg.supernet.generator,
         "steps": loaded.step,
-        "train_log_last": next((r for r in reversed(_train_log(run_dir)) if "elapsed_s" in r), {}),
+        "train_log_last": next((r for r in reversed(read_log(run_dir.root)) if "elapsed_s" in r), {}),
         "latency_predictor": latency_report,
         "results": rows,
         "wall_s_this_call": round(time.perf_counter() - t0, 1),
     }
-    _write_json(run_dir / "results.json", results)
-    (run_dir / "summary.md").write_text(summary_markdown(results), encoding="utf-8")
-    pareto_plot(results, run_dir / "pareto.png")
+    write_json(run_dir.results, results)
+    run_dir.summary.write_text(summary_markdown(results), encoding="utf-8")
+    pareto_plot(results, run_dir.pareto)
     return results

@@ -6,58 +6,41 @@ import contextlib
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
-import subprocess
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
-import mosnas
-from mosnas.checkpoint import list_checkpoints, load_optimizer, read_checkpoint, save_checkpoint, set_rng_state
-from mosnas.config import Config, config_from_dict
+from mosnas.checkpoint import (
+    checkpoint_step,
+    list_checkpoints,
+    load_optimizer,
+    read_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from mosnas.config import Config
 from mosnas.data import (
     PAD,
     ParallelData,
-    find_split,
     load_parallel,
     load_tokenizer,
     read_parallel,
     train_tokenizer,
 )
-from mosnas.errors import CheckpointError, ConfigError, TrainingError
-from mosnas.hardware import Precision, machine, resolve_precision
+from mosnas.errors import ConfigError, TrainingError
+from mosnas.hardware import resolve_precision
 from mosnas.models.supernet import Supernet
+from mosnas.run import RunDir, build_supernet, load_model_state, prepare_run_dir, record_precision, truncate_log
 from mosnas.space import Arch, Space, load_space
-
-# Keys that may change when a run is resumed (budgets and bookkeeping, not the model or data).
-RESUMABLE_KEYS = {
-    "train.max_steps",
-    "train.max_minutes",
-    "train.log_every",
-    "train.valid_every",
-    "train.ckpt_every",
-    "train.keep_last",
-    "train.threads",
-    "train.tensorboard",
-    "train.valid_bleu",
-    "decode",
-    "latency",
-    "search",
-    "finetune",
-    "eval",
-}
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -161,94 +144,6 @@ def lr_lambda(warmup: int, schedule: str = "inverse_sqrt", max_steps: int = 0, m
     return f
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def environment() -> dict[str, Any]:
-    return {
-        **machine(),
-        "mosnas": mosnas.__version__,
-        "git_commit": _git_commit(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and not any(prefix + k == r for r in RESUMABLE_KEYS):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def check_inputs(cfg: Config) -> Space:
-    """Every file a run will read exists and parses (space, fixed arch, corpus splits, pretrained weights,
-    tokenizer), checked before anything is written: a wrong path leaves no folder behind."""
-    space = load_space(cfg.supernet.space)
-    if cfg.train.sampling == "fixed":
-        space.parse_arch(cfg.train.fixed_arch)
-    for split in (cfg.data.train, cfg.data.valid):
-        for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
-            find_split(cfg.data.dir, split, lang)
-    for key, path in (("supernet.pretrained", cfg.supernet.pretrained), ("data.tokenizer", cfg.data.tokenizer)):
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{key}: file not found: {path}")
-    return space
-
-
-def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
-    """Create the run folder; refuse to mix two different runs in one folder."""
-    space = check_inputs(cfg)
-    run_dir = cfg.run_dir
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        # Through the config class, so keys added to mosnas since that run compare as their defaults.
-        old = _flatten(config_from_dict(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).to_dict())
-        new = _flatten(cfg.to_dict())
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
-        if force:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            for name in ("train_log.jsonl", "spm.model"):
-                (run_dir / name).unlink(missing_ok=True)
-        elif changed:
-            raise ConfigError(
-                f"{run_dir} holds a different run (changed: {', '.join(changed[:4])}); "
-                "choose another name or pass --force to overwrite it"
-            )
-        elif list_checkpoints(run_dir) and not resume:
-            raise ConfigError(
-                f"{run_dir} already holds a trained run; pass --resume to continue it or --force to start over"
-            )
-    elif run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise ConfigError(f"{run_dir} exists and is not a mosnas run; choose another name or pass --force")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
-    saved.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    (run_dir / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
-    return run_dir
-
-
 def tokenizer_for_run(cfg: Config, run_dir: Path):
     """The run's subword model: trained once on both sides of the training split, then reused."""
     path = run_dir / "spm.model"
@@ -260,53 +155,6 @@ def tokenizer_for_run(cfg: Config, run_dir: Path):
         return load_tokenizer(path)
     src, tgt = read_parallel(cfg.data, cfg.data.train, cfg.data.train_limit, cfg.train.seed)
     return train_tokenizer(src + tgt, cfg.data.vocab_size, path)
-
-
-@dataclass
-class LoadedRun:
-    cfg: Config
-    space: Space
-    net: Supernet
-    tokenizer: Any
-    step: int
-    run_dir: Path
-
-
-def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedRun:
-    """The trained supernet of a run folder (newest checkpoint), checked against its space."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir} is not a mosnas run folder (no config.yaml)")
-    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    space = Space.from_dict(
-        yaml.safe_load((run_dir / "space.yaml").read_text(encoding="utf-8")), str(run_dir / "space.yaml")
-    )
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet (train it first)")
-    meta, model_sd, _ = read_checkpoint(ckpts[-1])
-    sp = load_tokenizer(run_dir / "spm.model")
-    net = _build_supernet(space, sp.get_piece_size(), cfg)
-    _load_model(net, model_sd, meta, space, ckpts[-1])
-    return LoadedRun(cfg, space, net.to(device or "cpu").eval(), sp, meta["step"], run_dir)
-
-
-def _build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
-    torch.manual_seed(cfg.train.seed)
-    return Supernet(space, vocab_size, cfg.supernet)
-
-
-def _load_model(net: Supernet, sd: dict[str, torch.Tensor], meta: dict[str, Any], space: Space, path: Path) -> None:
-    if meta.get("space") != space.to_dict():
-        raise CheckpointError(
-            f"checkpoint {path} was trained on another search space "
-            f"('{meta.get('space', {}).get('name')}', not '{space.name}')"
-        )
-    own = net.state_dict()
-    bad = sorted(set(own) ^ set(sd)) or [k for k in own if own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"checkpoint {path} does not match this supernet (e.g. tensor {bad[0]})")
-    net.load_state_dict(sd)
 
 
 class Distributed:
@@ -354,23 +202,6 @@ def sum_gradients(params: list[torch.nn.Parameter], dist_: Distributed) -> None:
         offset += g.numel()
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records written after the checkpoint a run resumes from (and any torn last line)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
-    tmp.replace(path)
-
-
 def train(cfg: Config, resume: bool = False, force: bool = False, show_progress: bool = True) -> Path:
     """Train the supernet of `cfg` into `cfg.run_dir`; with `resume`, continue from the newest checkpoint.
     Under torchrun every rank trains the same archs on its own share of each global batch, and every
@@ -380,7 +211,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     if ddp.main:
         prepare_run_dir(cfg, resume, force)
         tokenizer_for_run(cfg, cfg.run_dir)
-        for stale in (cfg.run_dir / "checkpoints").glob(".tmp-*"):  # left by a killed save
+        for stale in RunDir(cfg.run_dir).checkpoints.glob(".tmp-*"):  # left by a killed save
             shutil.rmtree(stale, ignore_errors=True)
     ddp.barrier()
     run_dir = cfg.run_dir
@@ -399,22 +230,22 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
         sample = read_parallel(cfg.data, cfg.data.valid, tc.valid_bleu, tc.seed)
         bleu = (sp, *sample, cfg.decode, cfg.data.tgt_lang, cfg.eval.bleu_tokenize)
 
-    net = _build_supernet(space, sp.get_piece_size(), cfg).to(device)
+    net = build_supernet(space, sp.get_piece_size(), cfg).to(device)
     params = list(net.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup, tc.schedule, tc.max_steps, tc.min_lr / tc.lr))
     step, epoch, position, elapsed = 0, 0, 0, 0.0
     ckpts = list_checkpoints(run_dir)
-    log_path = run_dir / "train_log.jsonl"
+    log_path = RunDir(run_dir).log
     if resume and ckpts:
         meta, model_sd, extra = read_checkpoint(ckpts[-1])
-        _load_model(net, model_sd, meta, space, ckpts[-1])
+        load_model_state(net, model_sd, meta, space, ckpts[-1])
         load_optimizer(opt, {k: v for k, v in extra.items() if not k.startswith("rng.")}, meta["optimizer"])
         sched.load_state_dict(meta["scheduler"])
         set_rng_state(extra, meta["rng"])
         step, epoch, position, elapsed = meta["step"], meta["epoch"], meta["position"], meta["elapsed"]
         if ddp.main:
-            _truncate_log(log_path, step)
+            truncate_log(log_path, step)
     elif ddp.main:
         log_path.unlink(missing_ok=True)  # a fresh start (e.g. killed before its first checkpoint)
     writer = _tensorboard(run_dir) if tc.tensorboard and ddp.main else None
@@ -455,7 +286,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
         return batches[position - 1]
 
     if ddp.main:
-        _record_precision(run_dir, precision)
+        record_precision(run_dir, precision)
     log(
         {
             "step": step,
@@ -571,21 +402,6 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     return run_dir
 
 
-def checkpoint_step(path: Path) -> int:
-    """The step of a checkpoint folder named `step-NNNNNNN`."""
-    return int(path.name.split("-")[1])
-
-
-def _record_precision(run_dir: Path, precision: Precision) -> None:
-    """Store the precision this (part of the) run trained in, and why, in environment.json."""
-    path = run_dir / "environment.json"
-    env = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    env["precision"] = precision.to_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(env, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
 def train_step(
     net: Supernet,
     batch,
@@ -653,4 +469,4 @@ def _tensorboard(run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'mosnas[tb]'") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(RunDir(run_dir).tensorboard))

@@ -9,7 +9,7 @@ import pytest
 
 from mosnas.checkpoint import list_checkpoints
 from mosnas.cli import main
-from mosnas.train import load_run
+from mosnas.run import load_run
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
 

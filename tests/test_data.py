@@ -87,7 +87,6 @@ def test_limited_splits_are_seeded_samples_not_the_first_lines(spm_model):
     assert read_parallel(cfg, "val", limit=5000)[0] == src_all  # a limit beyond the split takes it all
 
 
-
 def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
     (tmp_path / "bom.en").write_bytes("\ufeffA man rides.\nTwo dogs.\n".encode())
     assert read_lines(tmp_path / "bom.en") == ["A man rides.", "Two dogs."]

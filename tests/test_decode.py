@@ -7,7 +7,7 @@ import torch
 from mosnas.data import EOS, read_lines
 from mosnas.decode import beam_search, translate
 from mosnas.models.transformer import EncoderOut
-from mosnas.train import load_run
+from mosnas.run import load_run
 from tests.conftest import DATA, make_supernet
 
 

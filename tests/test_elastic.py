@@ -7,8 +7,9 @@ import torch
 
 from mosnas.elastic import WeightGenerator, _key
 from mosnas.models.supernet import Supernet
+from mosnas.run import load_run
 from mosnas.space import load_space
-from mosnas.train import load_run, train
+from mosnas.train import train
 from tests.conftest import make_supernet
 
 

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from mosnas.export import export_arch, load_model
 from mosnas.finetune import finetune
 from mosnas.models.transformer import Transformer
-from mosnas.train import load_run
+from mosnas.run import load_run
 
 
 def test_scratch_control_starts_from_the_standard_init_of_its_own_shape(tiny_run_dir, tmp_path):

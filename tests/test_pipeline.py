@@ -10,8 +10,9 @@ from mosnas.data import load_parallel
 from mosnas.finetune import finetune
 from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
 from mosnas.report import pareto_plot, summary_markdown
+from mosnas.run import load_run
 from mosnas.space import Arch
-from mosnas.train import evaluate_loss, load_run
+from mosnas.train import evaluate_loss
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,9 @@ def test_latency_search_export_report(run):
         run.cfg.data, run.cfg.data.valid, run.tokenizer, run.cfg.search.valid_sentences, seed=run.cfg.search.seed
     )
     bf16 = found["precision"]["precision"] == "bf16"
-    assert found["evolution"]["fitness"] == pytest.approx(evaluate_loss(run.net, valid, arch, torch.device("cpu"), bf16))
+    assert found["evolution"]["fitness"] == pytest.approx(
+        evaluate_loss(run.net, valid, arch, torch.device("cpu"), bf16)
+    )
 
     row = export_and_score(run, arch, run.run_dir / "export" / "test-budget", run.cfg.latency, progress=False)
     assert row["measured_latency_ms"] > 0 and row["parameters"] > 0 and 0 <= row["bleu"] <= 100

@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from mosnas.checkpoint import list_checkpoints
 from mosnas.errors import CheckpointError, ConfigError
-from mosnas.train import load_run, step_archs, train
+from mosnas.run import load_run
+from mosnas.train import step_archs, train
 
 
 def _log(run_dir, key):

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mosnas.checkpoint import list_checkpoints, read_checkpoint
+from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
 from mosnas.config import load_config
-from mosnas.train import checkpoint_step, lr_lambda, train
+from mosnas.train import lr_lambda, train
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -1,0 +1,269 @@
+"""The run folder: every path of a run, the guards that keep two runs apart, the machine it ran on,
+and loading a trained run back (the supernet of its newest checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import mosnas
+from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
+from mosnas.config import Config, config_from_dict
+from mosnas.data import find_split, load_tokenizer
+from mosnas.errors import CheckpointError, ConfigError
+from mosnas.hardware import Precision, machine
+from mosnas.models.supernet import Supernet
+from mosnas.space import Space, load_space
+
+# Keys that may change when a run is resumed (budgets and bookkeeping, not the model or data).
+RESUMABLE_KEYS = {
+    "train.max_steps",
+    "train.max_minutes",
+    "train.log_every",
+    "train.valid_every",
+    "train.ckpt_every",
+    "train.keep_last",
+    "train.threads",
+    "train.tensorboard",
+    "train.valid_bleu",
+    "decode",
+    "latency",
+    "search",
+    "finetune",
+    "eval",
+}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Every path of a run folder (checkpoint.py keeps the layout inside `checkpoints/`)."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.yaml")
+    space = property(lambda self: self.root / "space.yaml")
+    environment = property(lambda self: self.root / "environment.json")
+    log = property(lambda self: self.root / "train_log.jsonl")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    latency = property(lambda self: self.root / "latency")  # samples, predictor, held-out report, plot
+    results = property(lambda self: self.root / "results.json")
+    summary = property(lambda self: self.root / "summary.md")
+    pareto = property(lambda self: self.root / "pareto.png")
+    finetune = property(lambda self: self.root / "finetune")  # one fine-tuning run per searched subnet
+    exports = property(lambda self: self.root / "export")  # one dense model folder per subnet
+
+    def search(self, budget: str) -> Path:
+        return self.root / "search" / f"{budget}.json"
+
+    def export(self, name: str) -> Path:
+        return self.exports / name
+
+
+def write_json(path: Path, obj: Any, indent: int = 1) -> None:
+    """Write JSON atomically: a stopped run keeps the previous file, never half of a new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's training log ([] before training)."""
+    path = RunDir(run_dir).log
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint a run resumes from (and any torn last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """What a run ran with: machine, package version and git commit, torch, Python, date."""
+    return {
+        **machine(),
+        "mosnas": mosnas.__version__,
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def record_precision(run_dir: Path, precision: Precision) -> None:
+    """Store the precision this (part of the) run trained in, and why, in environment.json."""
+    path = RunDir(run_dir).environment
+    env = read_json(path) if path.is_file() else {}
+    env["precision"] = precision.to_dict()
+    write_json(path, env)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not any(prefix + k == r for r in RESUMABLE_KEYS):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_inputs(cfg: Config) -> Space:
+    """Every file a run will read exists and parses (space, fixed arch, corpus splits, pretrained weights,
+    tokenizer), checked before anything is written: a wrong path leaves no folder behind."""
+    space = load_space(cfg.supernet.space)
+    if cfg.train.sampling == "fixed":
+        space.parse_arch(cfg.train.fixed_arch)
+    for split in (cfg.data.train, cfg.data.valid):
+        for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
+            find_split(cfg.data.dir, split, lang)
+    for key, path in (("supernet.pretrained", cfg.supernet.pretrained), ("data.tokenizer", cfg.data.tokenizer)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{key}: file not found: {path}")
+    return space
+
+
+def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
+    """Refuse a folder that holds a different run (or a trained one without --resume); --force empties it."""
+    run = RunDir(cfg.run_dir)
+    if run.config.is_file():
+        # Through the config class, so keys added to mosnas since that run compare as their defaults.
+        old = _flatten(config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).to_dict())
+        new = _flatten(cfg.to_dict())
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+        if force:
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
+            for path in (run.log, run.root / "spm.model"):
+                path.unlink(missing_ok=True)
+        elif changed:
+            raise ConfigError(
+                f"{run.root} holds a different run (changed: {', '.join(changed[:4])}); "
+                "choose another name or pass --force to overwrite it"
+            )
+        elif list_checkpoints(run.root) and not resume:
+            raise ConfigError(
+                f"{run.root} already holds a trained run; pass --resume to continue it or --force to start over"
+            )
+    elif run.root.exists() and any(run.root.iterdir()) and not force:
+        raise ConfigError(f"{run.root} exists and is not a mosnas run; choose another name or pass --force")
+
+
+def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
+    """Create the run folder with its config, space and environment; refuse to mix two different runs."""
+    space = check_inputs(cfg)
+    run = RunDir(cfg.run_dir)
+    _refuse_other_run(cfg, resume, force)
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        probe = run.root / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to run directory {run.root}: {e.strerror}") from None
+    run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    run.space.write_text(yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")
+    write_json(run.environment, environment())
+    return run.root
+
+
+def needs_training(cfg: Config) -> bool:
+    """False once the run reached its step or wall budget (the newest checkpoint is the final one)."""
+    ckpts = list_checkpoints(cfg.run_dir)
+    if not ckpts:
+        return True
+    timed = [r for r in read_log(cfg.run_dir) if "elapsed_s" in r]
+    spent = bool(cfg.train.max_minutes) and bool(timed) and timed[-1]["elapsed_s"] >= cfg.train.max_minutes * 60
+    return checkpoint_step(ckpts[-1]) < cfg.train.max_steps and not spent
+
+
+@dataclass
+class LoadedRun:
+    cfg: Config
+    space: Space
+    net: Supernet
+    tokenizer: Any
+    step: int
+    run_dir: Path
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+
+def build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
+    """The run's supernet at its initialization (seeded by train.seed: resumed and loaded runs agree)."""
+    torch.manual_seed(cfg.train.seed)
+    return Supernet(space, vocab_size, cfg.supernet)
+
+
+def load_model_state(
+    net: Supernet, sd: dict[str, torch.Tensor], meta: dict[str, Any], space: Space, path: Path
+) -> None:
+    """Load a checkpoint's model tensors into `net`, refusing another space or another supernet."""
+    if meta.get("space") != space.to_dict():
+        raise CheckpointError(
+            f"checkpoint {path} was trained on another search space "
+            f"('{meta.get('space', {}).get('name')}', not '{space.name}')"
+        )
+    own = net.state_dict()
+    bad = sorted(set(own) ^ set(sd)) or [k for k in own if own[k].shape != sd[k].shape]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} does not match this supernet (e.g. tensor {bad[0]})")
+    net.load_state_dict(sd)
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedRun:
+    """The trained supernet of a run folder (newest checkpoint), checked against its space."""
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise CheckpointError(f"{run.root} is not a mosnas run folder (no config.yaml)")
+    cfg = config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")))
+    space = Space.from_dict(yaml.safe_load(run.space.read_text(encoding="utf-8")), str(run.space))
+    ckpts = list_checkpoints(run.root)
+    if not ckpts:
+        raise CheckpointError(f"{run.root} has no checkpoint yet (train it first)")
+    meta, model_sd, _ = read_checkpoint(ckpts[-1])
+    sp = load_tokenizer(run.root / "spm.model")
+    net = build_supernet(space, sp.get_piece_size(), cfg)
+    load_model_state(net, model_sd, meta, space, ckpts[-1])
+    return LoadedRun(cfg, space, net.to(device or "cpu").eval(), sp, meta["step"], run.root)
