@@ -22,9 +22,9 @@ from _common import ROOT, machine, write  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
-from mosnas.cli import _tune_malloc  # noqa: E402
+from mosnas import tune_malloc  # noqa: E402
 
-_tune_malloc()
+tune_malloc()
 
 import torch  # noqa: E402
 

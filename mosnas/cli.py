@@ -1,22 +1,12 @@
-"""Command line: mosnas train|export|translate|evaluate|run (the same functions as the Python API)."""
+"""Command line: mosnas run|train|latency|search|export|finetune|translate|evaluate (the Python API's functions)."""
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 import typing
 
-
-def _tune_malloc() -> None:
-    # Variable batch shapes make glibc return and re-fetch memory at every step (~40% of a CPU
-    # step measured here); keep freed memory instead. Must run before torch allocates anything.
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 36)  # M_TRIM_THRESHOLD: never trim the heap
-        libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: its maximum (32 MiB); larger blocks are rare
-    except (OSError, AttributeError):
-        pass
+from mosnas import tune_malloc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _tune_malloc()
+    tune_malloc()  # before torch is imported
     from mosnas.errors import MosnasError
 
     try:

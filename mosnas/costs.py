@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mosnas.space import Arch
+from mosnas.config import LatencyConfig, SupernetConfig
+from mosnas.space import Arch, Space
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -56,3 +57,14 @@ def count_flops(arch: Arch, qkv_dim: int, vocab_size: int, src_len: int, tgt_len
         cross_attn = 2 * mm(t, d, q) + 2 * mm(mem, e, q) + 2 * mm(t, q, mem)
         total += self_attn + cross_attn + mm(t, d, f) + mm(t, f, d)
     return total + mm(t, d, vocab_size)
+
+
+def costs(arch: Arch, space: Space, vocab_size: int, sn: SupernetConfig, lc: LatencyConfig) -> dict[str, int]:
+    """Every cost of `arch` that results and budgets report: the exported model's parameters, HAT's count
+    (without embeddings) and the FLOPs of one sentence pair of the latency protocol's lengths."""
+    q = space.qkv_dim
+    return {
+        "parameters": count_parameters(arch, q, vocab_size, sn.share_embeddings, sn.prenorm),
+        "parameters_hat": count_parameters_hat(arch, q, sn.prenorm),  # without embeddings, as HAT's tables
+        "flops": count_flops(arch, q, vocab_size, lc.src_len, lc.tgt_len),
+    }

@@ -1,10 +1,14 @@
-"""Batched beam search with length penalty on dense (exported) Transformers."""
+"""Batched beam search with length penalty on dense (exported) Transformers, and its latency workload."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from mosnas.errors import ConfigError
+from mosnas.latency import measure
 from mosnas.models.transformer import EncoderOut, Transformer
 
 
@@ -121,3 +125,55 @@ def translate(
         for i, hyp in zip(chunk, beam_search(model, src, beam, lenpen, max_len_a, max_len_b)):
             out[i] = one_line(tokenizer.decode(hyp))
     return out
+
+
+# -- the latency workload (HAT's protocol) ---------------------------------------------------------
+
+
+def _fixed_tokens(model: Transformer, length: int, device: torch.device) -> Tensor:
+    # ordinary (non-special) ids, the same every time: the work does not depend on the weights
+    first = max(model.cfg.pad_id, model.cfg.bos_id, model.cfg.eos_id) + 1
+    return first + torch.arange(length, device=device) % (model.cfg.vocab_size - first)
+
+
+def _translate(model: Transformer, src: Tensor, tokens: Tensor, beam: int) -> None:
+    """One fixed-length beam-search translation: encoder once, then one cached decoder step per token."""
+    enc = model.encode(src)
+    enc = EncoderOut([s.repeat(beam, 1, 1) for s in enc.states], enc.pad_mask.repeat(beam, 1))
+    cache = model.new_cache()
+    order = torch.arange(beam, device=src.device)
+    for step in range(tokens.shape[1]):
+        logits = model.decode(tokens[:, step : step + 1], enc, cache, start=step)
+        logits[:, -1].float().log_softmax(-1).topk(2 * beam)  # beam search's scoring (result unused)
+        reorder_cache(cache, order)  # and its cache reordering, with a fixed order
+
+
+@torch.no_grad()
+def measure_latency(
+    model: Transformer,
+    src_len: int = 30,
+    tgt_len: int = 30,
+    beam: int = 5,
+    warmup: int = 5,
+    repeats: int = 20,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """Latency (ms) of translating one `src_len`-token sentence into `tgt_len` tokens (HAT's protocol), timed
+    by `latency.measure` (median and mean of the middle 80% of `repeats`, after `warmup` untimed runs).
+    Moves `model` to `device` and casts it to `dtype` (the precision it is deployed in)."""
+    if min(src_len, tgt_len, beam, repeats) < 1 or warmup < 0:
+        raise ConfigError(
+            f"latency: src_len, tgt_len, beam and repeats must be >= 1 and warmup >= 0, got "
+            f"{src_len}, {tgt_len}, {beam}, {repeats}, {warmup}"
+        )
+    device = torch.device(device)
+    model = model.to(device=device, dtype=dtype).eval()
+    src = _fixed_tokens(model, src_len, device)[None]
+    tokens = _fixed_tokens(model, tgt_len, device)[None].repeat(beam, 1)
+    timing = measure(lambda: _translate(model, src, tokens, beam), warmup, repeats, device, threads)
+    info = timing.pop("device")
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    settings = {"src_len": src_len, "tgt_len": tgt_len, "beam": beam, "warmup": warmup, "repeats": repeats}
+    return {**timing, "settings": {**settings, "precision": precision}, "device": info}

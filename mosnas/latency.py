@@ -1,4 +1,5 @@
-"""Latency: measure exported subnets with HAT's protocol, and predict it from the arch embedding."""
+"""Latency: time any workload of an exported subnet (a family says what it runs), and predict it from the arch
+embedding."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mosnas.decode import reorder_cache
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.hardware import Precision, cpu_flags, cpu_name, resolve_precision
-from mosnas.models.supernet import Supernet
-from mosnas.models.transformer import EncoderOut, Transformer
 from mosnas.space import Arch, Space
+from mosnas.stats import prediction_errors
 
 # -- measurement ------------------------------------------------------------------------------
 
@@ -67,63 +67,33 @@ def device_info(device: str | torch.device = "cpu") -> dict[str, Any]:
     }
 
 
-def _fixed_tokens(model: Transformer, length: int, device: torch.device) -> Tensor:
-    # ordinary (non-special) ids, the same every time: the work does not depend on the weights
-    first = max(model.cfg.pad_id, model.cfg.bos_id, model.cfg.eos_id) + 1
-    return first + torch.arange(length, device=device) % (model.cfg.vocab_size - first)
-
-
-def _translate(model: Transformer, src: Tensor, tokens: Tensor, beam: int) -> None:
-    """One fixed-length beam-search translation: encoder once, then one cached decoder step per token."""
-    enc = model.encode(src)
-    enc = EncoderOut([s.repeat(beam, 1, 1) for s in enc.states], enc.pad_mask.repeat(beam, 1))
-    cache = model.new_cache()
-    order = torch.arange(beam, device=src.device)
-    for step in range(tokens.shape[1]):
-        logits = model.decode(tokens[:, step : step + 1], enc, cache, start=step)
-        logits[:, -1].float().log_softmax(-1).topk(2 * beam)  # beam search's scoring (result unused)
-        reorder_cache(cache, order)  # and its cache reordering, with a fixed order
-
-
 @torch.no_grad()
-def measure_latency(
-    model: Transformer,
-    src_len: int = 30,
-    tgt_len: int = 30,
-    beam: int = 5,
+def measure(
+    work: Callable[[], Any],
     warmup: int = 5,
     repeats: int = 20,
     device: str | torch.device = "cpu",
     threads: int | None = None,
-    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
-    """Latency (ms) of translating one `src_len`-token sentence into `tgt_len` tokens (HAT's protocol).
-
-    Runs `warmup` untimed translations, then `repeats` timed ones; drops the slowest and fastest 10%
-    and reports the median (`latency_ms`) and mean (`mean_ms`) of the rest. Moves `model` to `device`
-    and casts it to `dtype` (the precision it is deployed in); CUDA work is synchronized before each
-    clock reading."""
-    if min(src_len, tgt_len, beam, repeats) < 1 or warmup < 0:
-        raise ConfigError(
-            f"latency: src_len, tgt_len, beam and repeats must be >= 1 and warmup >= 0, got "
-            f"{src_len}, {tgt_len}, {beam}, {repeats}, {warmup}"
-        )
+    """Latency (ms) of `work()`, whatever it runs: `warmup` untimed calls, then `repeats` timed ones; drops
+    the slowest and fastest 10% and reports the median (`latency_ms`) and mean (`mean_ms`) of the rest, with
+    every time (`times_ms`) and what it ran on (`device`). Runs on `threads` CPU threads (restored after);
+    CUDA work is synchronized before each clock reading."""
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"latency: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    model = model.to(device=device, dtype=dtype).eval()
-    src = _fixed_tokens(model, src_len, device)[None]
-    tokens = _fixed_tokens(model, tgt_len, device)[None].repeat(beam, 1)
     old_threads = torch.get_num_threads()
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         for _ in range(warmup):
-            _translate(model, src, tokens, beam)
+            work()
         times = []
         for _ in range(repeats):
             sync()
             start = time.perf_counter()
-            _translate(model, src, tokens, beam)
+            work()
             sync()  # CUDA kernels run asynchronously: wait for them before reading the clock
             times.append((time.perf_counter() - start) * 1000)
         info = device_info(device)
@@ -131,41 +101,16 @@ def measure_latency(
         torch.set_num_threads(old_threads)
     cut = int(0.1 * repeats)
     kept = sorted(times)[cut : repeats - cut]
-    return {
-        "latency_ms": statistics.median(kept),
-        "mean_ms": statistics.fmean(kept),
-        "times_ms": times,
-        "settings": {
-            "src_len": src_len,
-            "tgt_len": tgt_len,
-            "beam": beam,
-            "warmup": warmup,
-            "repeats": repeats,
-            "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
-        },
-        "device": info,
-    }
+    return {"latency_ms": statistics.median(kept), "mean_ms": statistics.fmean(kept), "times_ms": times, "device": info}
 
 
 def measure_archs(
-    supernet: Supernet,
-    archs: list[Arch],
-    src_len: int = 30,
-    tgt_len: int = 30,
-    beam: int = 5,
-    warmup: int = 5,
-    repeats: int = 20,
-    device: str | torch.device = "cpu",
-    threads: int | None = None,
-    progress: bool = True,
-    dtype: torch.dtype = torch.float32,
+    supernet: Any, archs: list[Arch], time_model: Callable[[nn.Module], dict[str, Any]], progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Latency samples ({"arch": ..., **measure_latency}) of each arch's exported (collapsed, dense) model."""
+    """Latency samples ({"arch": ..., **time_model(model)}) of each arch's exported (collapsed, dense) model."""
     samples = []
     for arch in tqdm(archs, desc="latency", disable=not progress, dynamic_ncols=True):
-        model = supernet.export(arch)
-        result = measure_latency(model, src_len, tgt_len, beam, warmup, repeats, device, threads, dtype)
-        samples.append({"arch": arch.to_dict(), **result})
+        samples.append({"arch": arch.to_dict(), **time_model(supernet.export(arch))})
     return samples
 
 
@@ -323,50 +268,7 @@ class LinearPredictor:
         return self.predict([arch])[0]
 
 
-# -- evaluation -------------------------------------------------------------------------------
-
-
-def kendall_tau(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b rank correlation (ties counted as scipy does), O(n^2): fine up to a few thousand."""
-    x_arr, y_arr = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x_arr.shape != y_arr.shape or x_arr.ndim != 1 or len(x_arr) < 2:
-        raise PredictorError(f"kendall_tau needs two equal-length lists of >= 2 values, got {len(x)} and {len(y)}")
-    i, j = np.triu_indices(len(x_arr), 1)  # every pair once
-    sx, sy = np.sign(x_arr[i] - x_arr[j]), np.sign(y_arr[i] - y_arr[j])
-    # tau-b = (concordant - discordant) / sqrt(pairs untied in x * pairs untied in y)
-    denom = np.sqrt(float(np.count_nonzero(sx)) * float(np.count_nonzero(sy)))
-    return float((sx * sy).sum() / denom) if denom > 0 else float("nan")
-
-
 def evaluate_predictor(pred: LatencyPredictor | LinearPredictor, samples: list[dict[str, Any]]) -> dict[str, float]:
     """RMSE (ms), MAPE (%) and Kendall tau of `pred` on (held-out) samples."""
     archs, ys = _parse(pred.space, samples)
-    y, p = np.asarray(ys), np.asarray(pred.predict(archs))
-    return {
-        "rmse_ms": float(np.sqrt(np.mean((p - y) ** 2))),
-        "mape_pct": float(np.mean(np.abs(p - y) / y) * 100),
-        "kendall_tau": kendall_tau(ys, p.tolist()) if len(ys) > 1 else float("nan"),
-        "num_samples": len(ys),
-    }
-
-
-def scatter_plot(measured: list[float], predicted: list[float], path: str | Path, title: str = "") -> Path:
-    """Save a predicted-vs-measured latency scatter plot (PNG) with the y = x line."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg: no display, no pyplot state
-    from matplotlib.figure import Figure
-
-    if len(measured) != len(predicted) or not measured:
-        raise PredictorError(f"scatter_plot needs equal, non-empty lists, got {len(measured)} and {len(predicted)}")
-    fig = Figure(figsize=(4.5, 4.5), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.scatter(measured, predicted, s=10, alpha=0.6)
-    lo, hi = min(*measured, *predicted), max(*measured, *predicted)
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
-    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", title=title)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return prediction_errors(ys, pred.predict(archs))

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from mosnas.config import Config, LatencyConfig, SearchConfig
-from mosnas.costs import count_flops, count_parameters, count_parameters_hat
+from mosnas.costs import costs
 from mosnas.data import load_parallel
+from mosnas.decode import measure_latency
 from mosnas.evaluate import evaluate_model
 from mosnas.export import export_arch, load_model
 from mosnas.hardware import resolve_precision
@@ -24,16 +25,15 @@ from mosnas.latency import (
     LinearPredictor,
     evaluate_predictor,
     measure_archs,
-    measure_latency,
     read_samples,
-    scatter_plot,
     timing_setup,
     write_samples,
 )
 from mosnas.run import LoadedRun, RunDir, load_run, needs_training, read_json, read_log, write_json
-from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
+from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import Arch
-from mosnas.train import train
+from mosnas.stats import scatter_plot
+from mosnas.train import supernet_fitness, train
 
 
 # -- latency ---------------------------------------------------------------------------------------
@@ -48,30 +48,23 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
     device, precision = timing_setup(lc.device, lc.precision, lc.threads)
     rng = random.Random(lc.seed)
     archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
+    time_model = lambda model: measure_latency(
+        model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, lc.repeats, device, lc.threads, precision.dtype
+    )
     if len(samples) < len(archs):  # measure in chunks so a stopped run keeps what it measured
         for start in range(len(samples), len(archs), 20):
-            samples += measure_archs(
-                run.net,
-                archs[start : start + 20],
-                lc.src_len,
-                lc.tgt_len,
-                lc.beam,
-                lc.warmup,
-                lc.repeats,
-                device,
-                lc.threads,
-                progress,
-                precision.dtype,
-            )
+            samples += measure_archs(run.net, archs[start : start + 20], time_model, progress)
             write_samples(samples, samples_file)
     split = int(round(len(samples) * (1 - lc.holdout)))
     order = list(range(len(samples)))
     random.Random(lc.seed).shuffle(order)
     train_s, test_s = [samples[i] for i in order[:split]], [samples[i] for i in order[split:]]
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(lc.threads, 1))
-    mlp = LatencyPredictor(run.space, lc.hidden, lc.num_layers, lc.seed).fit(train_s, steps=lc.fit_steps)
-    torch.set_num_threads(threads)
+    try:
+        torch.set_num_threads(max(lc.threads, 1))
+        mlp = LatencyPredictor(run.space, lc.hidden, lc.num_layers, lc.seed).fit(train_s, steps=lc.fit_steps)
+    finally:
+        torch.set_num_threads(threads)
     linear = LinearPredictor(run.space).fit(train_s)
     mlp.save(out)
     test_archs = [Arch.from_dict(s["arch"]) for s in test_s]
@@ -128,11 +121,8 @@ def search_stage(
         latency=predictor,
         max_params=sc.max_params or None,
         max_flops=sc.max_flops or None,
-        vocab_size=run.net.vocab_size,
-        share_embeddings=cfg.supernet.share_embeddings,
-        prenorm=cfg.supernet.prenorm,
-        src_len=lc.src_len,
-        tgt_len=lc.tgt_len,
+        params=lambda arch: _costs(run, arch, lc)["parameters"],
+        flops=lambda arch: _costs(run, arch, lc)["flops"],
     )
     valid, _ = load_parallel(cfg.data, cfg.data.valid, run.tokenizer, sc.valid_sentences, seed=sc.seed)
     device = next(run.net.parameters()).device
@@ -172,12 +162,7 @@ def search_stage(
 
 # -- export, evaluation, report ----------------------------------------------------------------------
 def _costs(run: LoadedRun, arch: Arch, lc: LatencyConfig) -> dict[str, int]:
-    sn, q = run.cfg.supernet, run.space.qkv_dim
-    return {
-        "parameters": count_parameters(arch, q, run.net.vocab_size, sn.share_embeddings, sn.prenorm),
-        "parameters_hat": count_parameters_hat(arch, q, sn.prenorm),  # without embeddings, as HAT's tables
-        "flops": count_flops(arch, run.space.qkv_dim, run.net.vocab_size, lc.src_len, lc.tgt_len),
-    }
+    return costs(arch, run.space, run.net.vocab_size, run.cfg.supernet, lc)
 
 
 def export_and_score(

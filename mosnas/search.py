@@ -1,7 +1,8 @@
 """Search: HAT's evolutionary search and the random-search baseline, under a budget.
 
-Both are pure functions of (space, fitness, constraints, settings, seed); fitness is lower-is-better
-and is evaluated once per distinct arch (archs are hashable values, so a dict caches it)."""
+Both are pure functions of (space, fitness, constraints, settings, seed): no model, data or training code
+here. Fitness is lower-is-better and is evaluated once per distinct arch (archs are hashable values, so a
+dict caches it); constraints are cost functions of the arch with their limits (see `Budget`)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
-from mosnas.costs import count_flops, count_parameters
-from mosnas.data import ParallelData
 from mosnas.errors import BudgetError, ConfigError
-from mosnas.models.supernet import Supernet
 from mosnas.space import Arch, Space
-from mosnas.train import evaluate_loss
 
 Fitness = Callable[[Arch], float]
 Constraint = Callable[[Arch], bool]
@@ -50,37 +46,32 @@ class Limit:
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper bounds on predicted latency, parameters and FLOPs of an arch; None leaves one unbounded."""
+    """Upper bounds on predicted latency, parameters and FLOPs of an arch; None leaves one unbounded.
+    Each bound comes with its cost function (arch -> value), which the model family provides."""
 
     latency_ms: float | None = None
     latency: Callable[[Arch], float] | None = None  # a predictor: arch -> ms (e.g. a LatencyPredictor)
     max_params: int | None = None
+    params: Callable[[Arch], int] | None = None  # arch -> parameters of its exported model
     max_flops: int | None = None
-    vocab_size: int | None = None  # params and FLOPs need it
-    share_embeddings: bool = True  # as the supernet config (costs.count_parameters says what it holds)
-    prenorm: bool = True
-    src_len: int = 30  # FLOPs of one sentence pair of these lengths
-    tgt_len: int = 30
+    flops: Callable[[Arch], int] | None = None  # arch -> FLOPs of its exported model
 
     def constraints(self, space: Space) -> list[Limit]:
         """One Limit per bound that is set, checked for consistency."""
-        for name in ("latency_ms", "max_params", "max_flops"):
-            v = getattr(self, name)
+        bounds = [("latency", "latency_ms", "latency", " ms"), ("params", "max_params", "params", "")]
+        bounds.append(("FLOPs", "max_flops", "flops", ""))
+        for _, key, _, _ in bounds:
+            v = getattr(self, key)
             if v is not None and not v > 0:
-                raise BudgetError(f"budget {name} must be positive, got {v!r}")
-        if self.latency_ms is not None and self.latency is None:
-            raise BudgetError("a latency budget needs a latency predictor (Budget.latency)")
-        if (self.max_params is not None or self.max_flops is not None) and self.vocab_size is None:
-            raise BudgetError("params and FLOPs budgets need the vocabulary size (Budget.vocab_size)")
+                raise BudgetError(f"budget {key} must be positive, got {v!r}")
         limits = []
-        if self.latency_ms is not None:
-            limits.append(Limit("latency", self.latency_ms, self.latency, " ms"))  # type: ignore[arg-type]
-        if self.max_params is not None:
-            params = lambda a: count_parameters(a, space.qkv_dim, self.vocab_size, self.share_embeddings, self.prenorm)
-            limits.append(Limit("params", self.max_params, params))
-        if self.max_flops is not None:
-            flops = lambda a: count_flops(a, space.qkv_dim, self.vocab_size, self.src_len, self.tgt_len)
-            limits.append(Limit("FLOPs", self.max_flops, flops))
+        for name, key, cost, unit in bounds:
+            if getattr(self, key) is None:
+                continue
+            if getattr(self, cost) is None:
+                what = "a latency predictor" if cost == "latency" else "its cost function"
+                raise BudgetError(f"a {name} budget needs {what} (Budget.{cost})")
+            limits.append(Limit(name, getattr(self, key), getattr(self, cost), unit))
         return limits
 
 
@@ -100,14 +91,6 @@ class SearchResult:
             "history": self.history,
             "num_evaluations": self.num_evaluations,
         }
-
-
-def supernet_fitness(
-    net: Supernet, data: ParallelData, device: torch.device | str = "cpu", bf16: bool = False
-) -> Fitness:
-    """DESIGN's fitness: the supernet's validation loss for an arch (inherited weights) on `data`
-    (under bf16 autocast when `bf16`)."""
-    return lambda arch: evaluate_loss(net, data, arch, torch.device(device), bf16)
 
 
 class _Evaluator:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,14 @@ def evaluate_loss(net: Supernet, data: ParallelData, arch: Arch, device: torch.d
         count += b.num_tokens
     net.train(was_training)
     return total / count
+
+
+def supernet_fitness(
+    net: Supernet, data: ParallelData, device: torch.device | str = "cpu", bf16: bool = False
+) -> Callable[[Arch], float]:
+    """DESIGN's search fitness: the supernet's validation loss for an arch (inherited weights) on `data`
+    (under bf16 autocast when `bf16`)."""
+    return lambda arch: evaluate_loss(net, data, arch, torch.device(device), bf16)
 
 
 def lr_lambda(warmup: int, schedule: str = "inverse_sqrt", max_steps: int = 0, min_ratio: float = 0.0):

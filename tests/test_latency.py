@@ -8,19 +8,19 @@ import pytest
 import torch
 
 from mosnas.costs import count_flops
+from mosnas.decode import measure_latency
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.latency import (
     LatencyPredictor,
     LinearPredictor,
     evaluate_predictor,
-    kendall_tau,
+    measure,
     measure_archs,
-    measure_latency,
     read_samples,
-    scatter_plot,
     timing_device,
     write_samples,
 )
+from mosnas.stats import kendall_tau, scatter_plot
 from tests.conftest import make_supernet
 
 SETTINGS = dict(src_len=6, tgt_len=4, beam=2, warmup=1, repeats=5)
@@ -108,6 +108,16 @@ def test_measure_latency_records_settings(space):
     json.dumps(result)  # a sample is plain JSON
 
 
+def test_measure_times_any_workload():
+    """The timing protocol knows no model: a family hands it the work of one sample."""
+    calls = []
+    result = measure(lambda: calls.append(1), warmup=2, repeats=10, threads=1)
+    assert len(calls) == 12 and len(result["times_ms"]) == 10  # warm-ups are run, not timed
+    assert 0 <= result["latency_ms"] and result["device"]["device"] == "cpu" and result["device"]["threads"] == 1
+    with pytest.raises(ConfigError, match="repeats must be >= 1"):
+        measure(lambda: None, repeats=0)
+
+
 def test_measure_latency_in_bf16_records_it(space):
     model = make_supernet(space, "shared").export(space.smallest())
     result = measure_latency(model, threads=1, dtype=torch.bfloat16, **SETTINGS)
@@ -128,7 +138,7 @@ def test_timing_device_is_a_setting():
 def test_measure_archs_feed_a_predictor(space, tmp_path):
     net = make_supernet(space, "neuron")
     archs = [space.smallest(), space.largest(), space.sample(random.Random(4))]
-    samples = measure_archs(net, archs, progress=False, **SETTINGS)
+    samples = measure_archs(net, archs, lambda model: measure_latency(model, **SETTINGS), progress=False)
     assert [s["arch"] for s in samples] == [a.to_dict() for a in archs]
     write_samples(samples, tmp_path / "latency.jsonl")
     assert read_samples(tmp_path / "latency.jsonl") == samples

@@ -6,13 +6,15 @@ import random
 import pytest
 import torch
 
-from mosnas.costs import count_flops, count_parameters
+from mosnas.config import LatencyConfig, SupernetConfig
+from mosnas.costs import costs, count_flops, count_parameters
 from mosnas.data import ParallelData
 from mosnas.errors import BudgetError, ConfigError
 from mosnas.latency import LinearPredictor
 from mosnas.models.transformer import num_parameters
-from mosnas.search import Budget, evolutionary_search, random_search, supernet_fitness
+from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import load_space
+from mosnas.train import supernet_fitness
 from tests.conftest import ROOT, make_supernet
 
 SMALL = dict(population=20, parents=5, mutations=10, crossovers=10, generations=20, progress=False)
@@ -26,6 +28,11 @@ def _distance_to(space, target):
 
 def _params(space, arch) -> int:
     return count_parameters(arch, space.qkv_dim, 100, share_all_embeddings=True)
+
+
+def _exported_params(space, vocab, **supernet):
+    """What the pipeline's params budget counts: the costs of the exported model (the family's `costs`)."""
+    return lambda arch: costs(arch, space, vocab, SupernetConfig(**supernet), LatencyConfig())["parameters"]
 
 
 def test_evolution_finds_the_optimum_and_beats_random(space):
@@ -76,8 +83,9 @@ def test_results_meet_the_budget(space):
         latency_ms=sorted(s["latency_ms"] for s in samples)[30],
         latency=predictor,
         max_params=(small + big) // 2,
+        params=lambda arch: _params(space, arch),
         max_flops=count_flops(space.largest(), space.qkv_dim, 100, 30, 30) // 2,
-        vocab_size=100,
+        flops=lambda arch: count_flops(arch, space.qkv_dim, 100, 30, 30),
     )
     fitness = _distance_to(space, space.largest())  # pulls toward the budget's edge
     for result in (
@@ -99,12 +107,12 @@ def test_params_budget_counts_what_the_exported_model_holds(space):
     """One shared table, max(e, d) wide, for every arch: the budget's count is the exported model's numel
     and never grows when a width shrinks (HAT's e640/d512 used to count 100.7M, e640/d640 91.4M)."""
     net = make_supernet(space, "shared")
-    (params,) = Budget(max_params=1, vocab_size=100).constraints(space)
+    (params,) = Budget(max_params=1, params=_exported_params(space, 100)).constraints(space)
     rng = random.Random(4)
     for arch in [dataclasses.replace(space.largest(), decoder_embed_dim=16)] + [space.sample(rng) for _ in range(5)]:
         assert params.cost(arch) == num_parameters(net.export(arch))
     hat = load_space(ROOT / "configs" / "spaces" / "hat_wmt14_ende.yaml")
-    (params,) = Budget(max_params=1, vocab_size=32000, prenorm=False).constraints(hat)
+    (params,) = Budget(max_params=1, params=_exported_params(hat, 32000, prenorm=False)).constraints(hat)
     largest = hat.largest()
     assert params.cost(dataclasses.replace(largest, decoder_embed_dim=512)) < params.cost(largest)
     assert params.cost(dataclasses.replace(largest, encoder_embed_dim=512)) < params.cost(largest)
@@ -113,7 +121,7 @@ def test_params_budget_counts_what_the_exported_model_holds(space):
 def test_impossible_budget_says_why(space):
     fitness = _distance_to(space, space.largest())
     smallest = _params(space, space.smallest())
-    budget = Budget(max_params=1000, vocab_size=100)
+    budget = Budget(max_params=1000, params=lambda arch: _params(space, arch))
     with pytest.raises(BudgetError, match=rf"space 'tiny' satisfies params <= 1,000 \(smallest arch: {smallest:,}\)"):
         evolutionary_search(space, fitness, budget, max_tries=200, **SMALL)
     slow = Budget(latency_ms=1.0, latency=lambda arch: 3.2)
@@ -127,10 +135,10 @@ def test_bad_budgets_and_settings(space):
     fitness = _distance_to(space, space.largest())
     with pytest.raises(BudgetError, match="needs a latency predictor"):
         Budget(latency_ms=5.0).constraints(space)
-    with pytest.raises(BudgetError, match="vocabulary size"):
+    with pytest.raises(BudgetError, match=r"FLOPs budget needs its cost function \(Budget.flops\)"):
         Budget(max_flops=10**6).constraints(space)
     with pytest.raises(BudgetError, match="max_params must be positive"):
-        Budget(max_params=0, vocab_size=100).constraints(space)
+        Budget(max_params=0, params=lambda arch: _params(space, arch)).constraints(space)
     with pytest.raises(ConfigError, match="parents=30, population=20"):
         evolutionary_search(space, fitness, **(SMALL | {"parents": 30}))
     with pytest.raises(ConfigError, match="max_tries"):
