@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     report = json.loads((Path(args.run) / "latency" / "report.json").read_text())
-    predictor = LatencyPredictor.load(Path(args.run) / "latency")
+    predictor = LatencyPredictor.load(Path(args.run) / "latency", run.space.schema)
     valid, _ = load_parallel(
         run.cfg.data, run.cfg.data.valid, run.tokenizer, args.valid_sentences, seed=run.cfg.search.seed
     )

@@ -28,11 +28,12 @@ tune_malloc()
 
 import torch  # noqa: E402
 
+from mosnas import mt  # noqa: E402
 from mosnas.config import load_config  # noqa: E402
 from mosnas.data import load_parallel, read_parallel, train_tokenizer  # noqa: E402
 from mosnas.hardware import resolve_precision  # noqa: E402
-from mosnas.models.supernet import Supernet  # noqa: E402
-from mosnas.space import load_space  # noqa: E402
+from mosnas.mt.space import load_space  # noqa: E402
+from mosnas.supernet import Supernet  # noqa: E402
 from mosnas.train import step_archs, train_step  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     nets, opts = {}, {}
     for gen in ("shared", "layer", "neuron"):
         torch.manual_seed(0)
-        nets[gen] = Supernet(space, sp.get_piece_size(), replace(cfg.supernet, generator=gen))
+        nets[gen] = Supernet(space, sp.get_piece_size(), replace(cfg.supernet, generator=gen), mt)
         opts[gen] = torch.optim.AdamW(nets[gen].parameters(), lr=1e-4)
     runs = {"shared": "sandwich", "layer": "sandwich", "neuron": "sandwich", "dense-largest": "fixed"}
     times: dict[str, list[float]] = {k: [] for k in runs}

@@ -238,7 +238,6 @@ def _search(args: argparse.Namespace) -> int:
     from mosnas.errors import ConfigError
     from mosnas.pipeline import export_and_score, search_stage
     from mosnas.run import load_run
-    from mosnas.space import Arch
 
     run = load_run(args.run)
     if args.latency_ms is None and not (args.max_params or args.max_flops):
@@ -253,7 +252,7 @@ def _search(args: argparse.Namespace) -> int:
     name = "_".join(parts)
     sc = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
     found = search_stage(run, sc, name, args.latency_ms, run.cfg.latency, progress=not args.quiet)
-    arch = Arch.from_dict(found["evolution"]["arch"])
+    arch = run.space.arch_from_dict(found["evolution"]["arch"])
     row = export_and_score(run, arch, run.dir.export(name), run.cfg.latency, progress=not args.quiet)
     print(f"best arch ({found['evolution']['num_evaluations']} evaluations): {arch.to_json()}")
     print(

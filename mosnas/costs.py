@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from mosnas.config import LatencyConfig, SupernetConfig
-from mosnas.space import Arch, Space
+from mosnas.mt.space import Arch
+from mosnas.space import Space
 
 
 def _linear(n_in: int, n_out: int) -> int:

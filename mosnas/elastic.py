@@ -13,27 +13,17 @@ produces each dense tensor of that architecture's size:
   layout would silently hand neuron i another neuron's logits). `W[i] = sum_k beta[i,k] E_k[i, :in]`.
 
 Routing is dense and depends only on the arch embedding `a`, so for a fixed arch the mixture is a
-constant and collapses into one dense matrix (see `Supernet.export`).
+constant and collapses into one dense matrix (see `Supernet.export`). Which tensors MoS mixes, and which
+layer and linear each belongs to, is the model family's to say (`groups`); the rest are sliced.
 """
 
 from __future__ import annotations
-
-import re
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_FFN = re.compile(r"^((?:encoder|decoder)_layers\.\d+)\.(fc1|fc2)\.(weight|bias)$")
-_ATTN = re.compile(r"^((?:encoder|decoder)_layers\.\d+)\.((?:self|cross)_attn\.(?:q|k|v|out)_proj)\.(weight|bias)$")
-
-
-def mixed_group(name: str, mos_attention: bool) -> tuple[str, str] | None:
-    """(layer, linear) that owns tensor `name` if it is mixed by MoS, else None."""
-    m = _FFN.match(name) or (_ATTN.match(name) if mos_attention else None)
-    if m is None:
-        return None
-    return m.group(1), f"{m.group(1)}.{m.group(2)}"
+from mosnas.errors import ConfigError
 
 
 def top_left(t: Tensor, shape: tuple[int, ...], lead: int = 0) -> Tensor:
@@ -67,7 +57,11 @@ class Router(nn.Module):
 
 
 class WeightGenerator(nn.Module):
-    """Max-size tensors (+ experts and routers for MoS) -> an arch's dense tensors."""
+    """Max-size tensors (+ experts and routers for MoS) -> an arch's dense tensors.
+
+    `groups` maps each tensor that MoS mixes to its (layer, linear): a layer-wise router serves a layer, a
+    neuron-wise one a linear (weight and bias). A MoS generator whose groups name no tensor of `max_shapes`
+    is an error: it would silently be plain weight sharing."""
 
     def __init__(
         self,
@@ -76,18 +70,24 @@ class WeightGenerator(nn.Module):
         num_experts: int,
         router_hidden: int,
         embed_dim: int,
-        mos_attention: bool = False,
+        groups: dict[str, tuple[str, str]],
     ):
         super().__init__()
         if generator not in ("shared", "layer", "neuron"):
             raise ValueError(f"unknown generator {generator!r}")
-        self.generator, self.num_experts, self.mos_attention = generator, num_experts, mos_attention
+        self.groups = {n: g for n, g in groups.items() if n in max_shapes} if generator != "shared" else {}
+        if generator != "shared" and not self.groups:
+            raise ConfigError(
+                f"supernet.generator={generator} mixes no tensor: the model family names none of this model's "
+                "tensors to mix (use generator=shared for plain weight sharing)"
+            )
+        self.generator, self.num_experts = generator, num_experts
         self.max_shapes = dict(max_shapes)
         self.shared = nn.ParameterDict()
         self.experts = nn.ParameterDict()  # (m, *max_shape) each
         self.routers = nn.ModuleDict()
         for name, shape in max_shapes.items():
-            group = mixed_group(name, mos_attention) if generator != "shared" else None
+            group = self.groups.get(name)
             if group is None:
                 self.shared[_key(name)] = nn.Parameter(torch.zeros(shape))
                 continue
@@ -119,9 +119,9 @@ class WeightGenerator(nn.Module):
                 raise KeyError(name)
 
     def mixing(self, a: Tensor, name: str, out: int | None = None) -> Tensor:
-        """Mixing coefficients (fp32) of tensor `name` for arch embedding `a` (10,): (m,) layer-wise,
+        """Mixing coefficients (fp32) of tensor `name` for arch embedding `a` (embed_dim,): (m,) layer-wise,
         or (out, m) neuron-wise for the first `out` neurons (default: all); rows sum to 1."""
-        layer, linear = mixed_group(name, self.mos_attention)  # type: ignore[misc]
+        layer, linear = self.groups[name]
         m = self.num_experts
         # Routing runs in fp32 even under autocast, so training mixes with the coefficients export uses.
         with torch.autocast(a.device.type, enabled=False):
@@ -143,7 +143,7 @@ class WeightGenerator(nn.Module):
                 weights[name] = top_left(self.shared[key], shape)
                 continue
             experts = top_left(self.experts[key], shape, lead=1)  # (m, out, [in])
-            layer, linear = mixed_group(src, self.mos_attention)  # type: ignore[misc]
+            layer, linear = self.groups[src]
             if self.generator == "layer":
                 if layer not in cache:
                     cache[layer] = self.mixing(a, src)

@@ -19,7 +19,6 @@ from mosnas.errors import CheckpointError
 from mosnas.export import export_arch
 from mosnas.models.transformer import Transformer, TransformerConfig
 from mosnas.run import RunDir, load_run, read_log
-from mosnas.space import Arch
 from mosnas.train import train
 
 
@@ -104,6 +103,6 @@ def finetune(
         scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed)
     run_dir = train(cfg, resume=True, show_progress=progress)
     loaded = load_run(run_dir)
-    arch = Arch.from_json((model_dir / "arch.json").read_text(encoding="utf-8"))
+    arch = loaded.space.parse_arch(str(model_dir / "arch.json"))
     export = export_arch(loaded, arch, RunDir(run_dir).exports)
     return export, [r for r in read_log(run_dir) if "valid_nll_fixed" in r]

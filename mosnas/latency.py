@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.hardware import Precision, cpu_flags, cpu_name, resolve_precision
-from mosnas.space import Arch, Space
+from mosnas.space import Arch, Schema, Space
 from mosnas.stats import prediction_errors
 
 # -- measurement ------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def _parse(space: Space, samples: list[dict[str, Any]]) -> tuple[list[Arch], lis
     for i, s in enumerate(samples):
         if not isinstance(s, dict) or "arch" not in s or "latency_ms" not in s:
             raise PredictorError(f"latency sample {i} needs 'arch' and 'latency_ms' keys")
-        arch = s["arch"] if isinstance(s["arch"], Arch) else Arch.from_dict(s["arch"])
+        arch = s["arch"] if isinstance(s["arch"], space.schema.arch) else space.arch_from_dict(s["arch"])
         y = s["latency_ms"]
         if isinstance(y, bool) or not isinstance(y, (int, float)) or not y > 0:
             raise PredictorError(f"latency sample {i}: latency_ms must be a positive number, got {y!r}")
@@ -159,13 +159,14 @@ def _features(space: Space, archs: list[Arch]) -> Tensor:
 
 
 class LatencyPredictor:
-    """MLP from the arch's 10-feature embedding to latency in ms (HAT: hidden=400, num_layers=4)."""
+    """MLP from the arch's embedding (HAT's 10 features for translation) to latency in ms (HAT: hidden=400,
+    num_layers=4)."""
 
     def __init__(self, space: Space, hidden: int = 128, num_layers: int = 3, seed: int = 0):
         self.space, self.hidden, self.num_layers, self.seed = space, hidden, num_layers, seed
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed)
-            dims = [Space.EMBED_DIM] + [hidden] * num_layers
+            dims = [space.embed_dim] + [hidden] * num_layers
             layers: list[nn.Module] = []
             for n_in, n_out in zip(dims, dims[1:]):
                 layers += [nn.Linear(n_in, n_out), nn.ReLU()]
@@ -224,8 +225,8 @@ class LatencyPredictor:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> LatencyPredictor:
-        """A predictor saved by save(); no pickle involved."""
+    def load(cls, folder: str | Path, schema: Schema) -> LatencyPredictor:
+        """A predictor saved by save(), for a space of the family's `schema`; no pickle involved."""
         folder = Path(folder)
         meta_path, weights_path = folder / "predictor.json", folder / "predictor.safetensors"
         for p in (meta_path, weights_path):
@@ -233,7 +234,8 @@ class LatencyPredictor:
                 raise PredictorError(f"latency predictor file not found: {p}")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            pred = cls(Space.from_dict(meta["space"], str(meta_path)), meta["hidden"], meta["num_layers"], meta["seed"])
+            space = Space.from_dict(meta["space"], schema, str(meta_path))
+            pred = cls(space, meta["hidden"], meta["num_layers"], meta["seed"])
             pred.mean, pred.std = float(meta["mean"]), float(meta["std"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise PredictorError(f"{meta_path} is not a latency predictor description ({e!r})") from None
@@ -246,11 +248,11 @@ class LatencyPredictor:
 
 
 class LinearPredictor:
-    """Least squares on the same 10 features plus a bias: the baseline the MLP must beat."""
+    """Least squares on the same features plus a bias: the baseline the MLP must beat."""
 
     def __init__(self, space: Space):
         self.space = space
-        self.coef: np.ndarray | None = None  # (11,): 10 weights, then the bias
+        self.coef: np.ndarray | None = None  # (embed_dim + 1,): the weights, then the bias
 
     def fit(self, samples: list[dict[str, Any]]) -> LinearPredictor:
         archs, ys = _parse(self.space, samples)

@@ -67,7 +67,7 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
         torch.set_num_threads(threads)
     linear = LinearPredictor(run.space).fit(train_s)
     mlp.save(out)
-    test_archs = [Arch.from_dict(s["arch"]) for s in test_s]
+    test_archs = [run.space.arch_from_dict(s["arch"]) for s in test_s]
     scatter_plot(
         [s["latency_ms"] for s in test_s],
         mlp.predict(test_archs),
@@ -114,7 +114,7 @@ def search_stage(
     out_file = run.dir.search(name)
     if out_file.is_file():
         return read_json(out_file)
-    predictor = LatencyPredictor.load(run.dir.latency) if latency_ms is not None else None
+    predictor = LatencyPredictor.load(run.dir.latency, run.space.schema) if latency_ms is not None else None
     cfg = run.cfg
     budget = Budget(
         latency_ms=latency_ms,
@@ -211,7 +211,7 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     latency_report = None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
         latency_report = latency_stage(loaded, lc, progress)
-        predictor = LatencyPredictor.load(run_dir.latency)
+        predictor = LatencyPredictor.load(run_dir.latency, loaded.space.schema)
         names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))
     rows = []
     for name in cfg.eval.archs:  # reference subnets: largest and smallest
@@ -220,7 +220,7 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         rows.append({"name": name, "kind": "reference", **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
         found = search_stage(loaded, cfg.search, name, limit, lc, progress)
-        arch = Arch.from_dict(found["evolution"]["arch"])
+        arch = loaded.space.arch_from_dict(found["evolution"]["arch"])
         row = {
             "name": name,
             "kind": "search",

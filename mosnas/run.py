@@ -16,13 +16,15 @@ import torch
 import yaml
 
 import mosnas
+from mosnas import mt
 from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
 from mosnas.config import Config, config_from_dict
 from mosnas.data import find_split, load_tokenizer
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.hardware import Precision, machine
-from mosnas.models.supernet import Supernet
-from mosnas.space import Space, load_space
+from mosnas.mt.space import SCHEMA, load_space
+from mosnas.space import Space
+from mosnas.supernet import Supernet
 
 # Keys that may change when a run is resumed (budgets and bookkeeping, not the model or data).
 RESUMABLE_KEYS = {
@@ -233,7 +235,7 @@ class LoadedRun:
 def build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
     """The run's supernet at its initialization (seeded by train.seed: resumed and loaded runs agree)."""
     torch.manual_seed(cfg.train.seed)
-    return Supernet(space, vocab_size, cfg.supernet)
+    return Supernet(space, vocab_size, cfg.supernet, mt)
 
 
 def load_model_state(
@@ -258,7 +260,7 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     if not run.config.is_file():
         raise CheckpointError(f"{run.root} is not a mosnas run folder (no config.yaml)")
     cfg = config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")))
-    space = Space.from_dict(yaml.safe_load(run.space.read_text(encoding="utf-8")), str(run.space))
+    space = Space.from_dict(yaml.safe_load(run.space.read_text(encoding="utf-8")), SCHEMA, str(run.space))
     ckpts = list_checkpoints(run.root)
     if not ckpts:
         raise CheckpointError(f"{run.root} has no checkpoint yet (train it first)")

@@ -1,10 +1,17 @@
-"""Search spaces (data, read from YAML) and architectures (frozen, validated, JSON values)."""
+"""Search spaces (data, read from YAML) and architectures (frozen, validated, JSON values), for any family.
+
+A model family describes its space with a `Schema`: its frozen `Arch` dataclass, the space's lists of
+choices, which arch fields are chosen once (global dims) and which once per layer of a stack (encoder,
+decoder, ...), and the arch embedding (the router's and the latency predictor's input, in a fixed order).
+Sampling, mutation, crossover, validation, parsing and the embedding are written once, here."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,70 +19,70 @@ from typing import Any
 from mosnas.config import convert, read_yaml
 from mosnas.errors import ArchError, ConfigError
 
+Arch = Any  # a family's frozen arch dataclass (e.g. mosnas.mt.space.Arch)
+
 
 @dataclass(frozen=True)
-class Arch:
-    """One encoder-decoder subnetwork; per-layer tuples have one entry per layer."""
+class Schema:
+    """What a family's search space is made of (see the module docstring)."""
 
-    encoder_embed_dim: int
-    decoder_embed_dim: int
-    encoder_ffn_dims: tuple[int, ...]
-    encoder_heads: tuple[int, ...]
-    decoder_ffn_dims: tuple[int, ...]
-    decoder_self_heads: tuple[int, ...]
-    decoder_cross_heads: tuple[int, ...]
-    decoder_spans: tuple[int, ...]  # decoder layer i attends to the last k encoder layers
-
-    @property
-    def encoder_layers(self) -> int:
-        return len(self.encoder_ffn_dims)
-
-    @property
-    def decoder_layers(self) -> int:
-        return len(self.decoder_ffn_dims)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> Arch:
-        if not isinstance(raw, dict):
-            raise ArchError(f"an arch must be a JSON object, got {type(raw).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in raw]
-        unknown = sorted(set(raw) - set(names))
-        if missing or unknown:
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-                [f"unknown {', '.join(unknown)}"] if unknown else []
-            )
-            raise ArchError(f"bad arch fields: {'; '.join(parts)}")
-        values = {}
-        for name in names:
-            value = raw[name]
-            is_list = name.endswith("s") and name not in ("encoder_embed_dim", "decoder_embed_dim")
-            if is_list:
-                if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
-                    raise ArchError(f"arch {name} must be a list of integers, got {value!r}")
-                values[name] = tuple(int(v) for v in value)
-            else:
-                if not _is_int(value):
-                    raise ArchError(f"arch {name} must be an integer, got {value!r}")
-                values[name] = int(value)
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str) -> Arch:
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise ArchError(f"arch is not valid JSON: {e.msg} (line {e.lineno})") from None
+    arch: type  # the family's frozen Arch dataclass: int fields and tuple[int, ...] per-layer fields
+    lists: tuple[str, ...]  # the space's lists of choices, in file order
+    scalars: tuple[str, ...]  # the space's fixed integers (e.g. qkv_dim)
+    globals: tuple[str, ...]  # arch fields chosen once; each one's choices are the space list of the same name
+    stacks: tuple[tuple[str, str], ...]  # (stack, space list of its layer counts), e.g. ("encoder", "encoder_layers")
+    per_layer: tuple[tuple[str, str, str], ...]  # (arch field, stack, space list), one value per layer of the stack
+    # (arch attribute, space list): feature = value (or the mean of a per-layer tuple) / max of the list
+    embedding: tuple[tuple[str, str], ...]
+    check_space: Callable[[Space, str], None] = lambda space, source: None  # the family's rules across lists
+    check_arch: Callable[[Space, Any], None] = lambda space, arch: None  # and across an arch's fields
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def arch_to_dict(arch: Arch) -> dict[str, Any]:
+    return {f.name: _jsonable(getattr(arch, f.name)) for f in dataclasses.fields(arch)}
+
+
+def arch_from_dict(cls: type, raw: Any) -> Arch:
+    """An arch of class `cls` from a JSON object; every field present, integers where the field says int and
+    lists of integers where it says tuple[int, ...]."""
+    if not isinstance(raw, dict):
+        raise ArchError(f"an arch must be a JSON object, got {type(raw).__name__}")
+    types = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in raw]
+    unknown = sorted(set(raw) - set(names))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise ArchError(f"bad arch fields: {'; '.join(parts)}")
+    values = {}
+    for name in names:
+        value = raw[name]
+        if typing.get_origin(types[name]) is tuple:
+            if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+                raise ArchError(f"arch {name} must be a list of integers, got {value!r}")
+            values[name] = tuple(int(v) for v in value)
+        else:
+            if not _is_int(value):
+                raise ArchError(f"arch {name} must be an integer, got {value!r}")
+            values[name] = int(value)
+    return cls(**values)
+
+
+def arch_from_json(cls: type, text: str) -> Arch:
+    try:
+        return arch_from_dict(cls, json.loads(text))
+    except json.JSONDecodeError as e:
+        raise ArchError(f"arch is not valid JSON: {e.msg} (line {e.lineno})") from None
 
 
 def _ints(value: Any, typ: Any) -> Any:
@@ -86,85 +93,57 @@ def _ints(value: Any, typ: Any) -> Any:
         return () if typ is not int else 0
 
 
-def _jsonable(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
-
-
-# The choices of a space; per-layer dims are chosen independently for every layer.
-_SPACE_LISTS = (
-    "encoder_embed_dim",
-    "decoder_embed_dim",
-    "encoder_layers",
-    "decoder_layers",
-    "encoder_ffn_dim",
-    "decoder_ffn_dim",
-    "encoder_heads",
-    "decoder_self_heads",
-    "decoder_cross_heads",
-    "decoder_span",
-)
-
-
-# Per-layer arch fields: (which stack they belong to, the space's choices for them).
-_PER_LAYER = {
-    "encoder_ffn_dims": ("encoder", "encoder_ffn_dim"),
-    "encoder_heads": ("encoder", "encoder_heads"),
-    "decoder_ffn_dims": ("decoder", "decoder_ffn_dim"),
-    "decoder_self_heads": ("decoder", "decoder_self_heads"),
-    "decoder_cross_heads": ("decoder", "decoder_cross_heads"),
-    "decoder_spans": ("decoder", "decoder_span"),
-}
-
-
 @dataclass(frozen=True)
 class Space:
-    """The allowed values of every dimension of an encoder-decoder search space."""
+    """The allowed values of every dimension of a family's search space; `space.<list>` and `space.<scalar>`
+    read them (e.g. `space.encoder_embed_dim`, `space.qkv_dim`)."""
 
     name: str
-    encoder_embed_dim: tuple[int, ...]
-    decoder_embed_dim: tuple[int, ...]
-    encoder_layers: tuple[int, ...]
-    decoder_layers: tuple[int, ...]
-    encoder_ffn_dim: tuple[int, ...]
-    decoder_ffn_dim: tuple[int, ...]
-    encoder_heads: tuple[int, ...]
-    decoder_self_heads: tuple[int, ...]
-    decoder_cross_heads: tuple[int, ...]
-    decoder_span: tuple[int, ...]
-    qkv_dim: int  # HAT fixes q/k/v width: heads change the head size, not the parameter count
+    schema: Schema
+    choices: dict[str, tuple[int, ...]]  # list name -> sorted distinct positive choices
+    scalars: dict[str, int]
+
+    def __getattr__(self, key: str) -> Any:
+        fields = self.__dict__
+        if "choices" in fields and key in fields["choices"]:
+            return fields["choices"][key]
+        if "scalars" in fields and key in fields["scalars"]:
+            return fields["scalars"][key]
+        raise AttributeError(key)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "space") -> Space:
-        allowed = {"name", "qkv_dim", *_SPACE_LISTS}
+    def from_dict(cls, raw: dict[str, Any], schema: Schema, source: str = "space") -> Space:
+        allowed = {"name", *schema.scalars, *schema.lists}
         unknown = sorted(set(raw) - allowed)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
         missing = sorted(allowed - set(raw) - {"name"})
         if missing:
             raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}")
-        values: dict[str, Any] = {"name": str(raw.get("name", Path(source).stem))}
-        for key in _SPACE_LISTS:  # values as written in the file (text) or typed (a run's space.yaml)
+        choices = {}
+        for key in schema.lists:  # values as written in the file (text) or typed (a run's space.yaml)
             v = _ints(raw[key], tuple[int, ...])
             if not v or min(v) <= 0:
                 raise ConfigError(f"{source}: {key} must be a non-empty list of positive integers, got {raw[key]!r}")
-            values[key] = tuple(sorted(set(v)))
-        values["qkv_dim"] = _ints(raw["qkv_dim"], int)
-        if values["qkv_dim"] <= 0:
-            raise ConfigError(f"{source}: qkv_dim must be a positive integer, got {raw['qkv_dim']!r}")
-        space = cls(**values)
-        for key in ("encoder_heads", "decoder_self_heads", "decoder_cross_heads"):
-            bad = [h for h in getattr(space, key) if space.qkv_dim % h]
-            if bad:
-                raise ConfigError(f"{source}: qkv_dim {space.qkv_dim} is not divisible by {key} {bad}")
-        if max(space.decoder_span) > min(space.encoder_layers):
-            raise ConfigError(
-                f"{source}: decoder_span up to {max(space.decoder_span)} needs at least that many "
-                f"encoder layers, but encoder_layers allows {min(space.encoder_layers)}"
-            )
+            choices[key] = tuple(sorted(set(v)))
+        scalars = {key: _ints(raw[key], int) for key in schema.scalars}
+        for key, v in scalars.items():
+            if v <= 0:
+                raise ConfigError(f"{source}: {key} must be a positive integer, got {raw[key]!r}")
+        space = cls(str(raw.get("name", Path(source).stem)), schema, choices, scalars)
+        schema.check_space(space, source)
         return space
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {"name": self.name, **{k: list(v) for k, v in self.choices.items()}, **self.scalars}
+
+    @property
+    def embed_dim(self) -> int:
+        return len(self.schema.embedding)
+
+    def num_layers(self, arch: Arch, stack: str) -> int:
+        """The layer count of `stack` in `arch`: the length of its per-layer fields."""
+        return len(getattr(arch, next(f for f, s, _ in self.schema.per_layer if s == stack)))
 
     # -- validation -------------------------------------------------------------------------
     def validate(self, arch: Arch) -> Arch:
@@ -177,27 +156,22 @@ class Space:
                     f"{', '.join(map(str, allowed))})"
                 )
 
-        check("encoder_embed_dim", arch.encoder_embed_dim, self.encoder_embed_dim)
-        check("decoder_embed_dim", arch.decoder_embed_dim, self.decoder_embed_dim)
-        check("encoder layer count", arch.encoder_layers, self.encoder_layers)
-        check("decoder layer count", arch.decoder_layers, self.decoder_layers)
-        per_layer = (
-            ("encoder_heads", arch.encoder_heads, self.encoder_heads, arch.encoder_layers),
-            ("encoder_ffn_dims", arch.encoder_ffn_dims, self.encoder_ffn_dim, arch.encoder_layers),
-            ("decoder_ffn_dims", arch.decoder_ffn_dims, self.decoder_ffn_dim, arch.decoder_layers),
-            ("decoder_self_heads", arch.decoder_self_heads, self.decoder_self_heads, arch.decoder_layers),
-            ("decoder_cross_heads", arch.decoder_cross_heads, self.decoder_cross_heads, arch.decoder_layers),
-            ("decoder_spans", arch.decoder_spans, self.decoder_span, arch.decoder_layers),
-        )
-        for dim, values, allowed, count in per_layer:
+        schema = self.schema
+        for dim in schema.globals:
+            check(dim, getattr(arch, dim), self.choices[dim])
+        for stack, key in schema.stacks:
+            check(f"{stack} layer count", self.num_layers(arch, stack), self.choices[key])
+        for dim, stack, key in schema.per_layer:
+            values, count = getattr(arch, dim), self.num_layers(arch, stack)
             if len(values) != count:
                 raise ArchError(f"arch {dim} has {len(values)} entries but the arch has {count} layers")
             for i, v in enumerate(values):
-                check(dim, v, allowed, f"[{i}]")
-        too_far = [k for k in arch.decoder_spans if k > arch.encoder_layers]
-        if too_far:
-            raise ArchError(f"arch decoder_spans {too_far} exceed the arch's {arch.encoder_layers} encoder layers")
+                check(dim, v, self.choices[key], f"[{i}]")
+        schema.check_arch(self, arch)
         return arch
+
+    def arch_from_dict(self, raw: Any) -> Arch:
+        return arch_from_dict(self.schema.arch, raw)
 
     def parse_arch(self, text_or_path: str) -> Arch:
         """An arch from 'largest', 'smallest', a JSON string or a JSON file, validated."""
@@ -211,21 +185,16 @@ class Space:
             if not path.is_file():
                 raise ArchError(f"arch file not found: {path} (or give 'largest', 'smallest' or JSON)")
             text = path.read_text(encoding="utf-8")
-        return self.validate(Arch.from_json(text))
+        return self.validate(arch_from_json(self.schema.arch, text))
 
-    # -- sampling ---------------------------------------------------------------------------
+    # -- sampling: layer counts first, then global dims, then each layer's values, in schema order ----------
     def _build(self, pick: Any) -> Arch:
-        num_enc, num_dec = pick(self.encoder_layers), pick(self.decoder_layers)
-        return Arch(
-            encoder_embed_dim=pick(self.encoder_embed_dim),
-            decoder_embed_dim=pick(self.decoder_embed_dim),
-            encoder_ffn_dims=tuple(pick(self.encoder_ffn_dim) for _ in range(num_enc)),
-            encoder_heads=tuple(pick(self.encoder_heads) for _ in range(num_enc)),
-            decoder_ffn_dims=tuple(pick(self.decoder_ffn_dim) for _ in range(num_dec)),
-            decoder_self_heads=tuple(pick(self.decoder_self_heads) for _ in range(num_dec)),
-            decoder_cross_heads=tuple(pick(self.decoder_cross_heads) for _ in range(num_dec)),
-            decoder_spans=tuple(pick(tuple(k for k in self.decoder_span if k <= num_enc)) for _ in range(num_dec)),
-        )
+        schema = self.schema
+        num = {stack: pick(self.choices[key]) for stack, key in schema.stacks}
+        values = {dim: pick(self.choices[dim]) for dim in schema.globals}
+        for dim, stack, key in schema.per_layer:
+            values[dim] = tuple(pick(self.choices[key]) for _ in range(num[stack]))
+        return schema.arch(**values)
 
     def sample(self, rng: random.Random) -> Arch:
         """A uniformly random arch (each dimension and each layer chosen independently)."""
@@ -241,60 +210,46 @@ class Space:
     def mutate(self, arch: Arch, rng: random.Random, prob: float) -> Arch:
         """A copy of `arch` with each gene (layer counts, dims, each layer's values) resampled with `prob`."""
         pick = lambda value, choices: rng.choice(choices) if rng.random() < prob else value
-        num = {"encoder": pick(arch.encoder_layers, self.encoder_layers)}
-        num["decoder"] = pick(arch.decoder_layers, self.decoder_layers)
-        values: dict[str, Any] = {
-            "encoder_embed_dim": pick(arch.encoder_embed_dim, self.encoder_embed_dim),
-            "decoder_embed_dim": pick(arch.decoder_embed_dim, self.decoder_embed_dim),
-        }
-        for name, (side, choices_name) in _PER_LAYER.items():
-            old, choices = getattr(arch, name), getattr(self, choices_name)
-            # a layer count that grew gets fresh layers; one that shrank drops the last ones. Spans
-            # always fit the encoder: a valid space has max(decoder_span) <= min(encoder_layers).
-            values[name] = tuple(
-                pick(old[i], choices) if i < len(old) else rng.choice(choices) for i in range(num[side])
+        schema = self.schema
+        num = {stack: pick(self.num_layers(arch, stack), self.choices[key]) for stack, key in schema.stacks}
+        values = {dim: pick(getattr(arch, dim), self.choices[dim]) for dim in schema.globals}
+        for dim, stack, key in schema.per_layer:
+            old, choices = getattr(arch, dim), self.choices[key]
+            # a layer count that grew gets fresh layers; one that shrank drops the last ones
+            values[dim] = tuple(
+                pick(old[i], choices) if i < len(old) else rng.choice(choices) for i in range(num[stack])
             )
-        return self.validate(Arch(**values))
+        return self.validate(schema.arch(**values))
 
     def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
         """A child taking each gene from `a` or `b` at random; a layer only one parent has comes from it."""
         take = lambda x, y: x if rng.random() < 0.5 else y
-        num = {"encoder": take(a.encoder_layers, b.encoder_layers), "decoder": take(a.decoder_layers, b.decoder_layers)}
-        values: dict[str, Any] = {
-            "encoder_embed_dim": take(a.encoder_embed_dim, b.encoder_embed_dim),
-            "decoder_embed_dim": take(a.decoder_embed_dim, b.decoder_embed_dim),
-        }
-        for name, (side, _) in _PER_LAYER.items():
-            va, vb = getattr(a, name), getattr(b, name)
+        schema = self.schema
+        num = {stack: take(self.num_layers(a, stack), self.num_layers(b, stack)) for stack, _ in schema.stacks}
+        values = {dim: take(getattr(a, dim), getattr(b, dim)) for dim in schema.globals}
+        for dim, stack, _ in schema.per_layer:
+            va, vb = getattr(a, dim), getattr(b, dim)
             longer = va if len(va) >= len(vb) else vb
-            values[name] = tuple(
-                take(va[i], vb[i]) if i < min(len(va), len(vb)) else longer[i] for i in range(num[side])
+            values[dim] = tuple(
+                take(va[i], vb[i]) if i < min(len(va), len(vb)) else longer[i] for i in range(num[stack])
             )
-        return self.validate(Arch(**values))
+        return self.validate(schema.arch(**values))
 
     # -- embedding --------------------------------------------------------------------------
     def embed(self, arch: Arch) -> list[float]:
-        """HAT's 10 arch features, each divided by the space's max so values lie in (0, 1]."""
+        """The arch's features in the schema's order, each divided by its list's max so values lie in (0, 1]:
+        a global dim or a layer count as is, a per-layer field as its mean over the layers."""
         mean = lambda xs: sum(xs) / len(xs)
-        return [
-            arch.encoder_embed_dim / max(self.encoder_embed_dim),
-            arch.decoder_embed_dim / max(self.decoder_embed_dim),
-            arch.encoder_layers / max(self.encoder_layers),
-            arch.decoder_layers / max(self.decoder_layers),
-            mean(arch.encoder_ffn_dims) / max(self.encoder_ffn_dim),
-            mean(arch.decoder_ffn_dims) / max(self.decoder_ffn_dim),
-            mean(arch.encoder_heads) / max(self.encoder_heads),
-            mean(arch.decoder_self_heads) / max(self.decoder_self_heads),
-            mean(arch.decoder_cross_heads) / max(self.decoder_cross_heads),
-            mean(arch.decoder_spans) / max(self.decoder_span),
-        ]
-
-    EMBED_DIM = 10
+        features = []
+        for attr, key in self.schema.embedding:
+            value = getattr(arch, attr)
+            features.append((mean(value) if isinstance(value, tuple) else value) / max(self.choices[key]))
+        return features
 
 
-def load_space(path: str | Path) -> Space:
-    """Read and validate a search-space YAML file."""
+def read_space(path: str | Path, schema: Schema) -> Space:
+    """Read and validate a search-space YAML file of a family's `schema`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search-space file not found: {path}")
-    return Space.from_dict(read_yaml(path), source=str(path))
+    return Space.from_dict(read_yaml(path), schema, source=str(path))

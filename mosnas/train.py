@@ -39,9 +39,10 @@ from mosnas.data import (
 )
 from mosnas.errors import ConfigError, TrainingError
 from mosnas.hardware import resolve_precision
-from mosnas.models.supernet import Supernet
+from mosnas.mt.space import load_space
 from mosnas.run import RunDir, build_supernet, load_model_state, prepare_run_dir, record_precision, truncate_log
-from mosnas.space import Arch, Space, load_space
+from mosnas.space import Arch, Space
+from mosnas.supernet import Supernet
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

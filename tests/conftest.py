@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mosnas import mt
 from mosnas.config import SupernetConfig, load_config
-from mosnas.models.supernet import Supernet
-from mosnas.space import load_space
+from mosnas.mt.space import load_space
+from mosnas.supernet import Supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
@@ -38,7 +39,7 @@ def tiny_cfg(tmp_path):
 def make_supernet(space, generator="neuron", vocab=100, **kw) -> Supernet:
     kw.setdefault("router_hidden", 16)
     kw.setdefault("dropout", 0.0)
-    return Supernet(space, vocab, SupernetConfig(generator=generator, **kw))
+    return Supernet(space, vocab, SupernetConfig(generator=generator, **kw), mt)
 
 
 class SpmModel:

@@ -190,7 +190,7 @@ def test_export_errors(capsys, tmp_path, trained):
     arch.write_text("{oops")
     expect_error(capsys, "arch is not valid JSON", "export", trained, "--arch", arch)
     expect_error(capsys, "arch file not found", "export", trained, "--arch", tmp_path / "none.json")
-    from mosnas.space import load_space
+    from mosnas.mt.space import load_space
 
     big = load_space(TINY_SPACE).largest().to_dict()
     arch.write_text(json.dumps({**big, "encoder_embed_dim": 48}))

@@ -194,12 +194,12 @@ def test_text_values_a_python_caller_passes_are_not_rewritten():
 
 
 def test_space_files_load_and_keep_their_text(tmp_path):
-    from mosnas.space import Space, load_space
+    from mosnas.mt.space import load_space, space_from_dict
 
     for path in sorted((ROOT / "configs" / "spaces").glob("*.yaml")):
         space = load_space(path)
         assert all(isinstance(v, int) for v in space.encoder_embed_dim) and isinstance(space.qkv_dim, int)
-        assert Space.from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict())), "saved") == space  # run/space.yaml
+        assert space_from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict())), "saved") == space  # run/space.yaml
     p = tmp_path / "s.yaml"
     p.write_text((ROOT / "configs" / "spaces" / "tiny.yaml").read_text().replace("name: tiny", "name: no"))
     assert load_space(p).name == "no"

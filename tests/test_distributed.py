@@ -10,10 +10,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from mosnas import mt
 from mosnas.config import DataConfig, SupernetConfig
 from mosnas.data import load_parallel, load_tokenizer
-from mosnas.models.supernet import Supernet
-from mosnas.space import load_space
+from mosnas.mt.space import load_space
+from mosnas.supernet import Supernet
 from mosnas.train import Distributed, step_archs, sum_gradients, train_step
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
@@ -23,7 +24,7 @@ def _setup(spm_path):
     space = load_space(TINY_SPACE)
     sp = load_tokenizer(spm_path)
     data, _ = load_parallel(DataConfig(dir=str(DATA), max_tokens=300), "val", sp, limit=120)
-    net = Supernet(space, sp.get_piece_size(), SupernetConfig(generator="neuron", router_hidden=16, dropout=0.0))
+    net = Supernet(space, sp.get_piece_size(), SupernetConfig(generator="neuron", router_hidden=16, dropout=0.0), mt)
     # SGD: the update is the gradient itself. (Adam would blow up float noise in gradients that are
     # exactly zero in math, such as the key-projection biases, into full-size steps of random sign.)
     opt = torch.optim.SGD(net.parameters(), lr=0.5)

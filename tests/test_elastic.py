@@ -5,10 +5,13 @@ import random
 import pytest
 import torch
 
+from mosnas import mt
+from mosnas.config import SupernetConfig
 from mosnas.elastic import WeightGenerator, _key
-from mosnas.models.supernet import Supernet
+from mosnas.errors import ConfigError
+from mosnas.mt.space import load_space
 from mosnas.run import load_run
-from mosnas.space import load_space
+from mosnas.supernet import Supernet
 from mosnas.train import train
 from tests.conftest import make_supernet
 
@@ -72,7 +75,7 @@ def test_copy_experts_diverge_in_real_training(tiny_cfg, generator):
     arch-dependent mixtures, the sandwich's archs weight each expert's gradient differently."""
     cfg = tiny_cfg(f"supernet.generator={generator}", "supernet.expert_init=copy", "train.max_steps=4")
     torch.manual_seed(cfg.train.seed)
-    initial = Supernet(load_space(cfg.supernet.space), 200, cfg.supernet)  # what train() starts from
+    initial = Supernet(load_space(cfg.supernet.space), 200, cfg.supernet, mt)  # what train() starts from
     net = load_run(train(cfg, show_progress=False)).net
     big, small = net.embed(net.space.largest()), net.embed(net.space.smallest())
     for key, experts in net.generator.experts.items():
@@ -126,18 +129,13 @@ def test_routing_stays_fp32_under_autocast(space, generator):
 
 def test_neuron_router_slicing_keeps_each_neurons_logits():
     m, out_max, out = 3, 8, 5
-    gen = WeightGenerator(
-        {
-            "encoder_layers.0.fc1.weight": (out_max, 4),
-            "encoder_layers.0.fc1.bias": (out_max,),
-            "encoder_layers.0.fc2.weight": (4, out_max),
-            "encoder_layers.0.fc2.bias": (4,),
-        },
-        "neuron",
-        m,
-        8,
-        10,
-    )
+    shapes = {
+        "encoder_layers.0.fc1.weight": (out_max, 4),
+        "encoder_layers.0.fc1.bias": (out_max,),
+        "encoder_layers.0.fc2.weight": (4, out_max),
+        "encoder_layers.0.fc2.bias": (4,),
+    }
+    gen = WeightGenerator(shapes, "neuron", m, 8, 10, {n: mt.mixed_group(n, False) for n in shapes})
     router = gen.routers[_key("encoder_layers.0.fc1")]
     torch.nn.init.normal_(router.fc2.weight)
     torch.nn.init.normal_(router.fc2.bias)
@@ -191,3 +189,22 @@ def test_ffn_only_by_default_attention_optional(space):
     with_attn = make_supernet(space, "layer", mos_attention=True)
     assert any("self_attn.q_proj" in k.replace("__", ".") for k in with_attn.generator.experts)
     assert not any("embed" in k or "norm" in k for k in with_attn.generator.experts)
+
+
+@pytest.mark.parametrize("generator", ["layer", "neuron"])
+def test_a_mos_generator_that_mixes_nothing_is_an_error(space, generator):
+    """MoS over no tensor would silently be plain sharing: a family whose groups name none of the model's
+    tensors (e.g. other tensor names) is refused, naming the setting."""
+    shapes = {"encoder.fc1.weight": (8, 4), "encoder.fc1.bias": (8,)}
+    with pytest.raises(ConfigError, match=f"supernet.generator={generator} mixes no tensor"):
+        WeightGenerator(shapes, generator, 2, 8, 10, {})
+    with pytest.raises(ConfigError, match="mixes no tensor"):  # groups that name tensors the model lacks
+        WeightGenerator(shapes, generator, 2, 8, 10, {"decoder_layers.0.fc1.weight": ("l", "l.fc1")})
+    assert not WeightGenerator(shapes, "shared", 2, 8, 10, {}).experts  # plain sharing mixes nothing, by design
+    with pytest.raises(ConfigError, match="mixes no tensor"):  # through the supernet: a family that mixes nothing
+
+        class Unmixed:
+            dense_config, dense_model = staticmethod(mt.dense_config), staticmethod(mt.dense_model)
+            mixed_group = staticmethod(lambda name, mos_attention: None)
+
+        Supernet(space, 100, SupernetConfig(generator=generator, router_hidden=8), Unmixed)

@@ -72,14 +72,14 @@ def test_predictor_is_seeded_and_round_trips(space, tmp_path):
     assert a.predict(archs) == b.predict(archs)
     a.save(tmp_path / "pred")
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["predictor.json", "predictor.safetensors"]
-    loaded = LatencyPredictor.load(tmp_path / "pred")
+    loaded = LatencyPredictor.load(tmp_path / "pred", space.schema)
     assert loaded.predict(archs) == a.predict(archs)
     assert loaded.space == space and loaded(archs[0]) == a.predict(archs[:1])[0]
 
 
 def test_predictor_errors(space, tmp_path):
     with pytest.raises(PredictorError, match="not found"):
-        LatencyPredictor.load(tmp_path / "missing")
+        LatencyPredictor.load(tmp_path / "missing", space.schema)
     with pytest.raises(PredictorError, match="latency_ms"):
         LatencyPredictor(space).fit([{"arch": space.smallest().to_dict()}])
     with pytest.raises(PredictorError, match="positive"):
@@ -92,7 +92,7 @@ def test_predictor_errors(space, tmp_path):
     meta["hidden"] = big.hidden  # the description no longer matches the weights
     (tmp_path / "p" / "predictor.json").write_text(json.dumps(meta))
     with pytest.raises(PredictorError, match="does not match"):
-        LatencyPredictor.load(tmp_path / "p")
+        LatencyPredictor.load(tmp_path / "p", space.schema)
 
 
 def test_measure_latency_records_settings(space):

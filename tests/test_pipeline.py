@@ -8,10 +8,10 @@ import torch
 from mosnas.config import SearchConfig
 from mosnas.data import load_parallel
 from mosnas.finetune import finetune
+from mosnas.mt.space import Arch
 from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
 from mosnas.report import pareto_plot, summary_markdown
 from mosnas.run import load_run
-from mosnas.space import Arch
 from mosnas.train import evaluate_loss
 
 
@@ -37,7 +37,9 @@ def test_latency_search_export_report(run):
 
     from mosnas.latency import LatencyPredictor
 
-    predictor = LatencyPredictor.load(run.run_dir / "latency")  # budgets live in the predictor's span, as in run()
+    predictor = LatencyPredictor.load(
+        run.run_dir / "latency", run.space.schema
+    )  # budgets live in the predictor's span, as in run()
     limit = budgets(
         SearchConfig(latency_fractions=(0.5,)), (predictor(run.space.smallest()), predictor(run.space.largest()))
     ).popitem()[1]

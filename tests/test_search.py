@@ -12,8 +12,8 @@ from mosnas.data import ParallelData
 from mosnas.errors import BudgetError, ConfigError
 from mosnas.latency import LinearPredictor
 from mosnas.models.transformer import num_parameters
+from mosnas.mt.space import load_space
 from mosnas.search import Budget, evolutionary_search, random_search
-from mosnas.space import load_space
 from mosnas.train import supernet_fitness
 from tests.conftest import ROOT, make_supernet
 

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from mosnas.errors import ArchError, ConfigError
-from mosnas.space import Arch, Space, load_space
+from mosnas.mt.space import Arch, load_space, space_from_dict
 
 
 def test_arch_json_round_trip_and_hashable(space):
@@ -28,7 +28,7 @@ def test_smallest_largest_and_embedding(space):
     big, small = space.largest(), space.smallest()
     assert big.decoder_layers == max(space.decoder_layers) and set(big.encoder_ffn_dims) == {64}
     assert small.decoder_embed_dim == 16 and set(small.decoder_spans) == {1}
-    assert space.embed(big) == [1.0] * Space.EMBED_DIM
+    assert space.embed(big) == [1.0] * space.embed_dim
     emb = space.embed(small)
     assert len(emb) == 10 and all(0 < x <= 1 for x in emb)
     assert emb[0] == 16 / 32 and emb[2] == 1.0  # the encoder depth is fixed in this space
@@ -82,15 +82,15 @@ def test_bad_space_files(tmp_path):
         load_space(tmp_path / "none.yaml")
     base = load_space("configs/spaces/tiny.yaml").to_dict()
     with pytest.raises(ConfigError, match="not divisible"):
-        Space.from_dict({**base, "encoder_heads": [3]})
+        space_from_dict({**base, "encoder_heads": [3]})
     with pytest.raises(ConfigError, match="needs at least that many encoder layers"):
-        Space.from_dict({**base, "decoder_span": [1, 2, 3]})
+        space_from_dict({**base, "decoder_span": [1, 2, 3]})
 
 
 def _deep_space(space):
     # layer counts that vary on both sides, to exercise truncating and extending per-layer lists
     raw = space.to_dict() | {"name": "deep", "encoder_layers": [1, 2, 3], "decoder_layers": [1, 2, 3]}
-    return Space.from_dict(raw | {"decoder_span": [1]})
+    return space_from_dict(raw | {"decoder_span": [1]})
 
 
 @pytest.mark.parametrize("deep", [False, True])

@@ -1,9 +1,12 @@
-"""The translation supernet: generated weights run through the one dense Transformer."""
+"""The supernet: max-size tensors in a weight generator (shared / layer-MoS / neuron-MoS), run for any arch
+through the model family's own dense model with the arch's generated weights."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file
@@ -12,41 +15,27 @@ from torch import Tensor, nn
 from mosnas.config import SupernetConfig
 from mosnas.elastic import WeightGenerator
 from mosnas.errors import ConfigError
-from mosnas.models.transformer import Transformer, TransformerConfig
 from mosnas.space import Arch, Space
 
 
-def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig) -> TransformerConfig:
-    """The dense Transformer config of one arch of the supernet.
+class DenseFamily(Protocol):
+    """What a supernet needs from a model family (a family package such as mosnas.mt satisfies it)."""
 
-    With shared embeddings the dense model holds one table, max(e, d) wide (each side uses its first
-    columns): what the supernet holds too, so parameter counts grow with every width. Position codes
-    are computed at the space's widest embedding and sliced (HAT), so they nest across archs."""
-    return TransformerConfig(
-        vocab_size=vocab_size,
-        encoder_embed_dim=arch.encoder_embed_dim,
-        decoder_embed_dim=arch.decoder_embed_dim,
-        qkv_dim=space.qkv_dim,
-        encoder_ffn_dims=arch.encoder_ffn_dims,
-        encoder_heads=arch.encoder_heads,
-        decoder_ffn_dims=arch.decoder_ffn_dims,
-        decoder_self_heads=arch.decoder_self_heads,
-        decoder_cross_heads=arch.decoder_cross_heads,
-        decoder_spans=arch.decoder_spans,
-        share_all_embeddings=cfg.share_embeddings,
-        prenorm=cfg.prenorm,
-        dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout,
-        position_dim=max(*space.encoder_embed_dim, *space.decoder_embed_dim),
-    )
+    def dense_config(self, arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig) -> Hashable:
+        """The (hashable) config of one arch's dense model."""
+
+    def dense_model(self, config: Any) -> nn.Module:
+        """The dense model of a config, initialized (`reset_parameters()` draws a fresh init)."""
+
+    def mixed_group(self, name: str, mos_attention: bool) -> tuple[str, str] | None:
+        """(layer, linear) of a dense tensor that MoS mixes, or None for a tensor that is only sliced."""
 
 
 @functools.lru_cache(maxsize=256)
-def _meta_model(cfg: TransformerConfig) -> Transformer:
+def _meta_model(build: Any, config: Hashable) -> nn.Module:
     # Shapes only (no memory); cached because archs repeat and the module holds no tensors.
     with torch.device("meta"):
-        return Transformer(cfg)
+        return build(config)
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -56,29 +45,30 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 class Supernet(nn.Module):
     """Every arch of `space` at once; weights come from a shared / layer-MoS / neuron-MoS generator."""
 
-    def __init__(self, space: Space, vocab_size: int, cfg: SupernetConfig):
+    def __init__(self, space: Space, vocab_size: int, cfg: SupernetConfig, family: DenseFamily):
         super().__init__()
-        self.space, self.vocab_size, self.cfg = space, vocab_size, cfg
-        max_model = Transformer(dense_config(space.largest(), space, vocab_size, cfg))
+        self.space, self.vocab_size, self.cfg, self.family = space, vocab_size, cfg, family
+        max_model = family.dense_model(self.dense_config(space.largest()))
         init = {name: p.detach() for name, p in max_model.named_parameters()}
+        groups = {n: family.mixed_group(n, cfg.mos_attention) for n in init}
         self.generator = WeightGenerator(
             {n: tuple(t.shape) for n, t in init.items()},
             cfg.generator,
             cfg.num_experts,
             cfg.router_hidden,
-            Space.EMBED_DIM,
-            cfg.mos_attention,
+            space.embed_dim,
+            {n: g for n, g in groups.items() if g is not None},
         )
         self._init_weights(init, max_model)
 
-    def _init_weights(self, init: dict[str, Tensor], max_model: Transformer) -> None:
+    def _init_weights(self, init: dict[str, Tensor], max_model: nn.Module) -> None:
         gen, cfg = self.generator, self.cfg
         gen.load_dense(init, experts="all")  # `copy`: every expert starts identical
         if cfg.pretrained:
             path = Path(cfg.pretrained)
             if not path.is_file():
                 raise ConfigError(f"supernet.pretrained: file not found: {path}")
-            tensors = {self.source_name(n): t for n, t in load_file(str(path)).items()}
+            tensors = load_file(str(path))  # a dense model of this family (an export): the supernet's names
             bad = [
                 n
                 for n, t in tensors.items()
@@ -98,16 +88,8 @@ class Supernet(nn.Module):
                 fresh = {n: p.detach() * scale for n, p in max_model.named_parameters() if gen.is_mixed(n)}
                 gen.load_dense(fresh, experts=k)
 
-    def source_name(self, dense_name: str) -> str:
-        """The supernet tensor that a dense tensor is cut from."""
-        if self.cfg.share_embeddings and dense_name.endswith("embed.weight"):
-            return "embed.weight"
-        if not self.cfg.share_embeddings and dense_name == "embed.weight":
-            raise ConfigError("a dense model with one shared table cannot come from separate tables")
-        return dense_name
-
-    def dense_config(self, arch: Arch) -> TransformerConfig:
-        return dense_config(arch, self.space, self.vocab_size, self.cfg)
+    def dense_config(self, arch: Arch) -> Hashable:
+        return self.family.dense_config(arch, self.space, self.vocab_size, self.cfg)
 
     def embed(self, arch: Arch) -> Tensor:
         device = next(self.parameters()).device
@@ -115,20 +97,22 @@ class Supernet(nn.Module):
 
     def weights(self, arch: Arch) -> dict[str, Tensor]:
         """The arch's dense state dict: sliced (shared) or mixed (MoS), differentiable."""
-        shapes = _shapes(_meta_model(self.dense_config(arch)))
-        return self.generator(self.embed(arch), shapes, {n: self.source_name(n) for n in shapes})
+        shapes = _shapes(_meta_model(self.family.dense_model, self.dense_config(arch)))
+        return self.generator(self.embed(arch), shapes, {n: n for n in shapes})
 
-    def forward(self, src: Tensor, prev: Tensor, arch: Arch) -> Tensor:
-        """Logits (B, T, V) of `arch` on a batch; weights are generated once per call."""
-        dense = _meta_model(self.dense_config(arch))
+    def forward(self, *inputs_and_arch: Any) -> Any:
+        """`net(*inputs, arch)`: the dense model's output for `arch` on `inputs` (for translation, logits
+        (B, T, V) of `net(src, prev, arch)`); weights are generated once per call."""
+        *inputs, arch = inputs_and_arch
+        dense = _meta_model(self.family.dense_model, self.dense_config(arch))
         dense.train(self.training)
-        return torch.func.functional_call(dense, self.weights(arch), (src, prev), strict=True)
+        return torch.func.functional_call(dense, self.weights(arch), tuple(inputs), strict=True)
 
     @torch.no_grad()
-    def export(self, arch: Arch) -> Transformer:
-        """Collapse the mixture for `arch` into an ordinary dense Transformer (no routers)."""
+    def export(self, arch: Arch) -> nn.Module:
+        """Collapse the mixture for `arch` into the family's ordinary dense model (no routers)."""
         self.space.validate(arch)
         with torch.device("meta"):
-            model = Transformer(self.dense_config(arch))
+            model = self.family.dense_model(self.dense_config(arch))
         model.load_state_dict({n: t.detach().clone() for n, t in self.weights(arch).items()}, assign=True)
         return model.eval()
