@@ -29,11 +29,12 @@ from mosnas.latency import (
     timing_setup,
     write_samples,
 )
+from mosnas.mt.task import supernet_fitness
 from mosnas.run import LoadedRun, RunDir, load_run, needs_training, read_json, read_log, write_json
 from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import Arch
 from mosnas.stats import scatter_plot
-from mosnas.train import supernet_fitness, train
+from mosnas.train import train
 
 
 # -- latency ---------------------------------------------------------------------------------------

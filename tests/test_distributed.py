@@ -13,9 +13,11 @@ from safetensors.torch import load_file, save_file
 from mosnas import mt
 from mosnas.config import DataConfig, SupernetConfig
 from mosnas.data import load_parallel, load_tokenizer
+from mosnas.distributed import Distributed, sum_gradients
 from mosnas.mt.space import load_space
+from mosnas.mt.task import train_step
 from mosnas.supernet import Supernet
-from mosnas.train import Distributed, step_archs, sum_gradients, train_step
+from mosnas.train import step_archs
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
 

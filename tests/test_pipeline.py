@@ -9,10 +9,10 @@ from mosnas.config import SearchConfig
 from mosnas.data import load_parallel
 from mosnas.finetune import finetune
 from mosnas.mt.space import Arch
+from mosnas.mt.task import evaluate_loss
 from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
 from mosnas.report import pareto_plot, summary_markdown
 from mosnas.run import load_run
-from mosnas.train import evaluate_loss
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from mosnas.errors import BudgetError, ConfigError
 from mosnas.latency import LinearPredictor
 from mosnas.models.transformer import num_parameters
 from mosnas.mt.space import load_space
+from mosnas.mt.task import supernet_fitness
 from mosnas.search import Budget, evolutionary_search, random_search
-from mosnas.train import supernet_fitness
 from tests.conftest import ROOT, make_supernet
 
 SMALL = dict(population=20, parents=5, mutations=10, crossovers=10, generations=20, progress=False)

@@ -10,9 +10,10 @@ import re
 from mosnas.config import SupernetConfig
 from mosnas.models.transformer import Transformer, TransformerConfig
 from mosnas.mt.space import SCHEMA, Arch, load_space
+from mosnas.mt.task import prepare, task
 from mosnas.space import Space
 
-__all__ = ["SCHEMA", "Arch", "dense_config", "dense_model", "load_space", "mixed_group"]
+__all__ = ["SCHEMA", "Arch", "dense_config", "dense_model", "load_space", "mixed_group", "prepare", "task"]
 
 dense_model = Transformer  # config -> the dense encoder-decoder (what export returns)
 
