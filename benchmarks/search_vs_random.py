@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
-from mosnas.data import load_parallel  # noqa: E402
 from mosnas.hardware import resolve_precision  # noqa: E402
 from mosnas.latency import LatencyPredictor  # noqa: E402
+from mosnas.mt.data import load_parallel  # noqa: E402
 from mosnas.mt.task import supernet_fitness  # noqa: E402
 from mosnas.run import load_run  # noqa: E402
 from mosnas.search import Budget, evolutionary_search, random_search  # noqa: E402

@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 from mosnas import mt  # noqa: E402
 from mosnas.config import load_config  # noqa: E402
-from mosnas.data import load_parallel, read_parallel, train_tokenizer  # noqa: E402
 from mosnas.hardware import resolve_precision  # noqa: E402
+from mosnas.mt.data import load_parallel, read_parallel, train_tokenizer  # noqa: E402
 from mosnas.mt.space import load_space  # noqa: E402
 from mosnas.mt.task import train_step  # noqa: E402
 from mosnas.supernet import Supernet  # noqa: E402

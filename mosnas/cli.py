@@ -102,10 +102,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="BLEU and chrF (sacreBLEU, with signatures) of a model on a split")
     decoding(ev)
-    ev.add_argument("--data", default="../shared/data/multi30k", help="corpus folder")
-    ev.add_argument("--split", default="test_2016_flickr")
-    ev.add_argument("--src-lang", default="en")
-    ev.add_argument("--tgt-lang", default="de")
+    from mosnas.config import setting_default
+
+    ev.add_argument("--data", default=setting_default("data.dir"), help="corpus folder")
+    ev.add_argument("--split", default=setting_default("data.test"))
+    ev.add_argument("--src-lang", default=setting_default("data.src_lang"))
+    ev.add_argument("--tgt-lang", default=setting_default("data.tgt_lang"))
     _setting(ev, "--limit", "eval.limit", help="only the first N sentences")
     _setting(ev, "--tokenize", "eval.bleu_tokenize", help="sacreBLEU tokenizer (default: by --tgt-lang)")
     return p
@@ -186,13 +188,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "finetune":
         return _finetune(args)
 
-    from mosnas.export import load_model
+    from mosnas.mt.export import load_model
 
     model, tok = load_model(args.model)
     decode = DecodeConfig(beam=args.beam, lenpen=args.lenpen, batch_size=args.batch_size)
     if args.command == "translate":
-        from mosnas.data import read_lines, write_lines
-        from mosnas.decode import translate
+        from mosnas.mt.data import read_lines, write_lines
+        from mosnas.mt.decode import translate
 
         lines = read_lines(args.input or "-")  # "\n"-terminated lines, from a file or stdin alike
         hyps = translate(
@@ -200,7 +202,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         write_lines("-", hyps)  # one line per input line, UTF-8, whatever the locale
         return 0
-    from mosnas.evaluate import evaluate_model
+    from mosnas.mt.evaluate import evaluate_model
 
     data = DataConfig(dir=args.data, src_lang=args.src_lang, tgt_lang=args.tgt_lang)
     result = evaluate_model(

@@ -1,89 +1,26 @@
-"""Export: collapse the supernet for one arch into a standalone dense model folder."""
+"""Export: collapse the supernet for one arch into a standalone dense model folder (the family's format)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
-from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
+from torch import nn
 
-from mosnas.costs import count_parameters, count_parameters_hat
-from mosnas.data import load_tokenizer
-from mosnas.errors import CheckpointError, ConfigError
-from mosnas.models.transformer import Transformer, TransformerConfig, num_parameters
 from mosnas.run import LoadedRun
 from mosnas.space import Arch
 
 
-def save_model(
-    model: Transformer,
-    out_dir: str | Path,
-    tokenizer_file: str | Path,
-    arch: Arch | None = None,
-    info: dict[str, Any] | None = None,
-) -> Path:
-    """Write `model.safetensors`, `config.json`, `spm.model` (+ `arch.json`, `export.json`)."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create export folder {out}: {e.strerror}") from None
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(out / "model.safetensors.tmp"))
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1), encoding="utf-8")
-    if Path(tokenizer_file).resolve() != (out / "spm.model").resolve():
-        shutil.copyfile(tokenizer_file, out / "spm.model")
-    if arch is not None:
-        (out / "arch.json").write_text(json.dumps(arch.to_dict(), indent=1), encoding="utf-8")
-    (out / "export.json").write_text(
-        json.dumps({"parameters": num_parameters(model), **(info or {})}, indent=1), encoding="utf-8"
-    )
-    return out
-
-
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu"):
-    """(Transformer, tokenizer) from an exported folder; needs no supernet code or checkpoint."""
-    d = Path(model_dir)
-    for name in ("model.safetensors", "config.json", "spm.model"):
-        if not (d / name).is_file():
-            raise CheckpointError(f"{d} is not an exported model folder (missing {name})")
-    try:
-        cfg = TransformerConfig.from_dict(json.loads((d / "config.json").read_text(encoding="utf-8")))
-        with torch.device("meta"):
-            model = Transformer(cfg)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{d}/config.json is not a valid model config: {e}") from None
-    tensors = load_file(str(d / "model.safetensors"))
-    own = dict(model.named_parameters())
-    if set(own) != set(tensors) or any(own[k].shape != tensors[k].shape for k in own):
-        raise CheckpointError(f"{d}/model.safetensors does not match its config.json")
-    model.load_state_dict(tensors, assign=True)
-    return model.to(device).eval(), load_tokenizer(d / "spm.model")
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def export_arch(run: LoadedRun, arch: Arch, out_dir: str | Path) -> Path:
     """Collapse `arch` out of a trained run and save it; the parameter count is checked against the arch."""
     run.space.validate(arch)
     model = run.net.export(arch)
-    expected = count_parameters(
-        arch, run.space.qkv_dim, run.net.vocab_size, model.cfg.share_all_embeddings, model.cfg.prenorm
-    )
-    if num_parameters(model) != expected:  # a real invariant: the arch alone fixes the model's size
-        raise RuntimeError(f"exported model has {num_parameters(model)} parameters, arch says {expected}")
-    return save_model(
-        model,
-        out_dir,
-        run.run_dir / "spm.model",
-        arch,
-        {
-            "run": str(run.run_dir),
-            "step": run.step,
-            "generator": run.cfg.supernet.generator,
-            "num_experts": run.cfg.supernet.num_experts,
-            "parameters_hat": count_parameters_hat(arch, run.space.qkv_dim, model.cfg.prenorm),
-        },
-    )
+    costs = run.family.costs(arch, run.space, run.net.vocab_size, run.cfg.supernet, run.cfg.latency)
+    if num_parameters(model) != costs["parameters"]:  # a real invariant: the arch alone fixes the model's size
+        raise RuntimeError(f"exported model has {num_parameters(model)} parameters, arch says {costs['parameters']}")
+    sn = run.cfg.supernet
+    info = {"run": str(run.run_dir), "step": run.step, "generator": sn.generator, "num_experts": sn.num_experts}
+    return run.family.save_model(model, out_dir, run.run_dir, arch, {**info, **costs})

@@ -6,7 +6,6 @@ with a standard init of the arch's own shape)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,20 @@ from safetensors.torch import save_file
 from mosnas.config import Config
 from mosnas.errors import CheckpointError
 from mosnas.export import export_arch
-from mosnas.models.transformer import Transformer, TransformerConfig
+from mosnas.family import Family, family_of
 from mosnas.run import RunDir, load_run, read_log
 from mosnas.train import train
 
 
-def scratch_init(model_dir: Path, path: Path, seed: int) -> Path:
-    """Write a fresh `Transformer.reset_parameters()` init of `model_dir`'s arch (its config.json) to `path`.
+def scratch_init(model_dir: Path, path: Path, seed: int, family: Family) -> Path:
+    """Write a fresh standard init of `model_dir`'s arch (the family's `init_model`) to `path`.
 
     The from-scratch control starts as a dense model of its own shape would (e.g. xavier for each
     linear's own fan-in and fan-out), not from a slice of the supernet's max-size init, whose
     xavier std is that of the larger shape (fc1 of a 128x256 arch in a 256x1024 space: 0.039, not 0.072)."""
-    try:
-        cfg = TransformerConfig.from_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{model_dir}/config.json is not a readable model config: {e}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Transformer(cfg)  # its constructor draws the standard init
+        model = family.init_model(model_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
@@ -54,9 +49,10 @@ def finetune_config(
 ) -> Config:
     """The training config of one fine-tuning (or from-scratch) run of the arch in `model_dir`; a scratch
     run starts from `<out_dir>/<name>.scratch-init.safetensors` (see `scratch_init`)."""
-    for needed in ("arch.json", "model.safetensors", "spm.model"):
+    for needed in ("arch.json", "model.safetensors"):
         if not (model_dir / needed).is_file():
             raise CheckpointError(f"{model_dir} is not an exported model folder (missing {needed})")
+    run_cfg = family_of(run_cfg.family).from_model(run_cfg, model_dir)  # e.g. its vocabulary
     sn = replace(
         run_cfg.supernet,
         generator="shared",
@@ -78,8 +74,7 @@ def finetune_config(
         valid_bleu=valid_bleu,
         precision=run_cfg.finetune.precision,
     )
-    data = replace(run_cfg.data, tokenizer=str(model_dir / "spm.model"))
-    return replace(run_cfg, name=name, out_dir=str(out_dir), supernet=sn, train=tc, data=data).validate()
+    return replace(run_cfg, name=name, out_dir=str(out_dir), supernet=sn, train=tc).validate()
 
 
 def finetune(
@@ -100,9 +95,10 @@ def finetune(
     model_dir = Path(model_dir)
     cfg = finetune_config(run_cfg, model_dir, Path(out_dir), name, steps, lr, warmup, valid_every, valid_bleu, scratch)
     if scratch:
-        scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed)
+        scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed, family_of(cfg.family))
     run_dir = train(cfg, resume=True, show_progress=progress)
     loaded = load_run(run_dir)
     arch = loaded.space.parse_arch(str(model_dir / "arch.json"))
     export = export_arch(loaded, arch, RunDir(run_dir).exports)
-    return export, [r for r in read_log(run_dir) if "valid_nll_fixed" in r]
+    # the validation records: the task's (the loop's own records hold "lr" or "event")
+    return export, [r for r in read_log(run_dir) if "lr" not in r and "event" not in r]

@@ -1,7 +1,8 @@
 """`mosnas run`: train -> latency -> search -> export -> fine-tune -> evaluate -> report.
 
 Each stage writes its files into the run folder and is skipped when they already exist, so a
-stopped run continues where it stopped."""
+stopped run continues where it stopped. What depends on the model, data or metric is asked of the
+run's family (`run.family`: see mosnas.family)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,8 @@ from typing import Any
 import torch
 
 from mosnas.config import Config, LatencyConfig, SearchConfig
-from mosnas.costs import costs
-from mosnas.data import load_parallel
-from mosnas.decode import measure_latency
-from mosnas.evaluate import evaluate_model
-from mosnas.export import export_arch, load_model
+from mosnas.export import export_arch
+from mosnas.finetune import finetune
 from mosnas.hardware import resolve_precision
 from mosnas.latency import (
     LatencyPredictor,
@@ -29,7 +27,7 @@ from mosnas.latency import (
     timing_setup,
     write_samples,
 )
-from mosnas.mt.task import supernet_fitness
+from mosnas.report import pareto_plot, summary_markdown
 from mosnas.run import LoadedRun, RunDir, load_run, needs_training, read_json, read_log, write_json
 from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import Arch
@@ -49,9 +47,7 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
     device, precision = timing_setup(lc.device, lc.precision, lc.threads)
     rng = random.Random(lc.seed)
     archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
-    time_model = lambda model: measure_latency(
-        model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, lc.repeats, device, lc.threads, precision.dtype
-    )
+    time_model = lambda model: run.family.time_model(model, lc, device, precision.dtype, lc.repeats)
     if len(samples) < len(archs):  # measure in chunks so a stopped run keeps what it measured
         for start in range(len(samples), len(archs), 20):
             samples += measure_archs(run.net, archs[start : start + 20], time_model, progress)
@@ -116,39 +112,26 @@ def search_stage(
     if out_file.is_file():
         return read_json(out_file)
     predictor = LatencyPredictor.load(run.dir.latency, run.space.schema) if latency_ms is not None else None
-    cfg = run.cfg
     budget = Budget(
         latency_ms=latency_ms,
         latency=predictor,
         max_params=sc.max_params or None,
-        max_flops=sc.max_flops or None,
         params=lambda arch: _costs(run, arch, lc)["parameters"],
+        max_flops=sc.max_flops or None,
         flops=lambda arch: _costs(run, arch, lc)["flops"],
     )
-    valid, _ = load_parallel(cfg.data, cfg.data.valid, run.tokenizer, sc.valid_sentences, seed=sc.seed)
     device = next(run.net.parameters()).device
     precision = resolve_precision(sc.precision, device, "search.precision")
-    fitness = supernet_fitness(run.net, valid, device, precision.bf16)
+    fitness, about = run.family.fitness(run, sc, device, precision.bf16)
     t0 = time.perf_counter()
-    evo = evolutionary_search(
-        run.space,
-        fitness,
-        budget,
-        sc.population,
-        sc.parents,
-        sc.mutations,
-        sc.crossovers,
-        sc.mutation_prob,
-        sc.generations,
-        sc.seed,
-        progress=progress,
-    )
+    settings = (sc.population, sc.parents, sc.mutations, sc.crossovers, sc.mutation_prob, sc.generations, sc.seed)
+    evo = evolutionary_search(run.space, fitness, budget, *settings, progress=progress)
     result: dict[str, Any] = {
         "budget": name,
         "latency_ms": latency_ms,
         "max_params": sc.max_params,
         "max_flops": sc.max_flops,
-        "valid_sentences": len(valid),
+        **about,
         "precision": precision.to_dict(),
         "evolution": evo.to_dict(),
         "evolution_s": round(time.perf_counter() - t0, 1),
@@ -163,46 +146,56 @@ def search_stage(
 
 # -- export, evaluation, report ----------------------------------------------------------------------
 def _costs(run: LoadedRun, arch: Arch, lc: LatencyConfig) -> dict[str, int]:
-    return costs(arch, run.space, run.net.vocab_size, run.cfg.supernet, lc)
+    return run.family.costs(arch, run.space, run.net.vocab_size, run.cfg.supernet, lc)
 
 
 def export_and_score(
     run: LoadedRun, arch: Arch, out: Path, lc: LatencyConfig, progress: bool, model_dir: Path | None = None
 ) -> dict[str, Any]:
     """Export `arch` (unless `model_dir` holds it already), re-measure its latency and score it on the test split."""
-    cfg = run.cfg
-    split = cfg.eval.split or cfg.data.test
-    result_file = out / f"eval.{split}.json"
     info = out / "export.json"
     stale = info.is_file() and model_dir is None and read_json(info).get("step") != run.step
-    model = None
-    if not result_file.is_file() or stale:
-        if model_dir is None:
-            export_arch(run, arch, out)
-        model, tok = load_model(out)
-        evaluate_model(
-            model, tok, cfg.data, split, cfg.decode, cfg.eval.limit, out, progress, tokenize=cfg.eval.bleu_tokenize
-        )
+    if model_dir is None and (stale or not info.is_file()):
+        export_arch(run, arch, out)
+    scores = run.family.evaluate(out, run.cfg, progress, redo=stale)
     if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
-        model = model or load_model(out)[0]
+        model = run.family.load_model(out)[0]
         device, precision = timing_setup(lc.device, lc.precision, lc.threads)
-        measured = measure_latency(
-            model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, max(lc.repeats, 10), device, lc.threads, precision.dtype
-        )
-        write_json(out / "latency.json", measured)
+        write_json(out / "latency.json", run.family.time_model(model, lc, device, precision.dtype, max(lc.repeats, 10)))
     return {
-        **read_json(result_file),
+        **scores,
         "measured_latency_ms": read_json(out / "latency.json")["latency_ms"],
         "arch": arch.to_dict(),
         **_costs(run, arch, lc),
     }
 
 
+def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, progress: bool) -> list[dict[str, Any]]:
+    """The searched subnet of one budget (and, with finetune.steps, the same subnet fine-tuned)."""
+    lc, export = cfg.latency, run.dir.export(name)
+    found = search_stage(run, cfg.search, name, limit, lc, progress)
+    arch = run.space.arch_from_dict(found["evolution"]["arch"])
+    row = {
+        "name": name,
+        "kind": "search",
+        "budget_ms": limit,
+        "fitness": found["evolution"]["fitness"],
+        "predicted_latency_ms": found["predicted_latency_ms"],
+        **export_and_score(run, arch, export, lc, progress),
+    }
+    if "random" in found:
+        row["random_search_fitness"] = found["random"]["fitness"]
+    if not cfg.finetune.steps:
+        return [row]
+    ft = cfg.finetune
+    settings = (ft.steps, ft.lr, ft.warmup, ft.valid_every, ft.valid_bleu)
+    model_dir, curve = finetune(cfg, export, run.dir.finetune, name, *settings, progress=progress)
+    scored = export_and_score(run, arch, model_dir, lc, progress, model_dir=model_dir)
+    return [row, {"name": f"{name} +ft{ft.steps}", "kind": "finetuned", "budget_ms": limit, **scored, "curve": curve}]
+
+
 def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline for `cfg`; a stopped run continues where it stopped."""
-    from mosnas.finetune import finetune
-    from mosnas.report import pareto_plot, summary_markdown
-
     t0 = time.perf_counter()
     if force or needs_training(cfg):
         train(cfg, resume=not force, force=force, show_progress=progress)
@@ -220,39 +213,10 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         out = run_dir.export(name if name in ("largest", "smallest") else Path(name).stem)
         rows.append({"name": name, "kind": "reference", **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
-        found = search_stage(loaded, cfg.search, name, limit, lc, progress)
-        arch = loaded.space.arch_from_dict(found["evolution"]["arch"])
-        row = {
-            "name": name,
-            "kind": "search",
-            "budget_ms": limit,
-            "fitness": found["evolution"]["fitness"],
-            "predicted_latency_ms": found["predicted_latency_ms"],
-            **export_and_score(loaded, arch, run_dir.export(name), lc, progress),
-        }
-        if "random" in found:
-            row["random_search_fitness"] = found["random"]["fitness"]
-        rows.append(row)
-        if cfg.finetune.steps:
-            ft = cfg.finetune
-            model_dir, curve = finetune(
-                cfg,
-                run_dir.export(name),
-                run_dir.finetune,
-                name,
-                ft.steps,
-                ft.lr,
-                ft.warmup,
-                ft.valid_every,
-                ft.valid_bleu,
-                progress=progress,
-            )
-            scored = export_and_score(loaded, arch, model_dir, lc, progress, model_dir=model_dir)
-            rows.append(
-                {"name": f"{name} +ft{ft.steps}", "kind": "finetuned", "budget_ms": limit, **scored, "curve": curve}
-            )
+        rows += _budget_rows(cfg, loaded, name, limit, progress)
     results = {
         "name": cfg.name,
+        "family": cfg.family,
         "generator": cfg.supernet.generator,
         "steps": loaded.step,
         "train_log_last": next((r for r in reversed(read_log(run_dir.root)) if "elapsed_s" in r), {}),
@@ -261,6 +225,6 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         "wall_s_this_call": round(time.perf_counter() - t0, 1),
     }
     write_json(run_dir.results, results)
-    run_dir.summary.write_text(summary_markdown(results), encoding="utf-8")
-    pareto_plot(results, run_dir.pareto)
+    run_dir.summary.write_text(summary_markdown(results, loaded.family), encoding="utf-8")
+    pareto_plot(results, run_dir.pareto, loaded.family)
     return results

@@ -1,28 +1,38 @@
-"""Reports of a run: Markdown summary and the Pareto plot of BLEU against measured latency."""
+"""Reports of a run: Markdown summary and the Pareto plot of quality against measured latency. The family
+names the metrics and cost columns, describes an arch in a few characters and adds its notes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-
-def _arch_short(a: dict[str, Any]) -> str:
-    """E.g. 'e256/d192 L3 ffn 768,512,1024 | 512,256' - enough to tell archs apart in a table."""
-    return (
-        f"e{a['encoder_embed_dim']}/d{a['decoder_embed_dim']} dec{len(a['decoder_ffn_dims'])} "
-        f"ffn {','.join(map(str, a['encoder_ffn_dims']))} ; {','.join(map(str, a['decoder_ffn_dims']))}"
-    )
+from mosnas.family import Family
 
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _count(v: int | None) -> str:
-    return "-" if v is None else f"{v:,}"
+def _cost(key: str, v: int | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1e6:,.1f}M" if key == "flops" else f"{v:,}"
 
 
-def summary_markdown(results: dict[str, Any]) -> str:
+def _table(rows: list[dict[str, Any]], family: Family) -> list[str]:
+    costs, metrics = family.COSTS, family.METRICS
+    head = ["subnet", "arch", *(label for _, label in costs), "budget ms", "predicted ms", "measured ms"]
+    head += [label for _, label in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in rows:
+        cells = [r["name"], family.describe(r["arch"]), *(_cost(k, r.get(k)) for k, _ in costs)]
+        cells += [_ms(r.get("budget_ms")), _ms(r.get("predicted_latency_ms")), _ms(r.get("measured_latency_ms"))]
+        cells += [f"{r[k]:.2f}" for k, _ in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(results: dict[str, Any], family: Family) -> str:
     rows = results["results"]
     lines = [f"# {results['name']}: generator `{results['generator']}`, {results['steps']} training steps", ""]
     lp = results.get("latency_predictor")
@@ -34,77 +44,46 @@ def summary_markdown(results: dict[str, Any]) -> str:
             f"linear baseline MAPE {lin['mape_pct']:.1f}%, tau {lin['kendall_tau']:.3f}.",
             "",
         ]
-    lines += [
-        "| subnet | arch | params | params (HAT) | FLOPs | budget ms | predicted ms | measured ms | BLEU | chrF |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {_arch_short(r['arch'])} | {r['parameters']:,} | {_count(r.get('parameters_hat'))} | "
-            f"{r['flops'] / 1e6:,.1f}M | "
-            f"{_ms(r.get('budget_ms'))} | {_ms(r.get('predicted_latency_ms'))} | "
-            f"{_ms(r.get('measured_latency_ms'))} | {r['bleu']:.2f} | {r['chrf']:.2f} |"
-        )
+    lines += _table(rows, family)
     searched = [r for r in rows if "random_search_fitness" in r]
     if searched:
         lines += [
             "",
-            "Search fitness (supernet validation NLL, lower is better) at equal evaluation counts:",
+            "Search fitness (supernet validation loss, lower is better) at equal evaluation counts:",
             "",
             "| budget | evolutionary | random |",
             "|---|---:|---:|",
         ]
         lines += [f"| {r['name']} | {r['fitness']:.4f} | {r['random_search_fitness']:.4f} |" for r in searched]
     if rows:
-        lines += [
-            "",
-            f"BLEU signature: `{rows[0]['bleu_signature']}`",
-            "",
-            f"chrF signature: `{rows[0]['chrf_signature']}`",
-            "",
-            f"Test split `{rows[0]['split']}`, beam {rows[0]['beam']}; latency: HAT's protocol (one sentence, "
-            "beam search), median of repeats, see latency/report.json for the device. Params count the exported "
-            "model (one embedding table when shared); params (HAT) leave out embeddings and the output layer, "
-            "as HAT's tables do.",
-        ]
+        lines += ["", *family.report_notes(rows)]
     return "\n".join(lines) + "\n"
 
 
-def pareto_plot(results: dict[str, Any], path: str | Path) -> Path:
-    """BLEU against measured latency for every subnet of the run (searched, fine-tuned, references)."""
-    import matplotlib
+def pareto_plot(results: dict[str, Any], path: str | Path, family: Family) -> Path:
+    """The first quality metric against measured latency for every subnet of the run (searched, fine-tuned,
+    references); no pyplot state (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    key, label = family.METRICS[0]
     styles = {"reference": ("s", "tab:gray"), "search": ("o", "tab:blue"), "finetuned": ("^", "tab:green")}
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for kind, (marker, color) in styles.items():
         rows = [r for r in results["results"] if r["kind"] == kind]
         if rows:
-            ax.scatter(
-                [r["measured_latency_ms"] for r in rows],
-                [r["bleu"] for r in rows],
-                marker=marker,
-                c=color,
-                label=kind,
-                zorder=3,
-            )
-            for r in rows:
-                ax.annotate(
-                    r["name"],
-                    (r["measured_latency_ms"], r["bleu"]),
-                    fontsize=7,
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                )
+            points = [(r["measured_latency_ms"], r[key]) for r in rows]
+            ax.scatter(*zip(*points), marker=marker, c=color, label=kind, zorder=3)
+            for r, xy in zip(rows, points):
+                ax.annotate(r["name"], xy, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("BLEU (sacreBLEU)")
+    ax.set_ylabel(label)
     ax.set_title(f"{results['name']} ({results['generator']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

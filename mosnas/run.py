@@ -16,13 +16,11 @@ import torch
 import yaml
 
 import mosnas
-from mosnas import mt
 from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
 from mosnas.config import Config, config_from_dict
-from mosnas.data import find_split, load_tokenizer
 from mosnas.errors import CheckpointError, ConfigError
+from mosnas.family import Family, family_of
 from mosnas.hardware import Precision, machine
-from mosnas.mt.space import SCHEMA, load_space
 from mosnas.space import Space
 from mosnas.supernet import Supernet
 
@@ -69,6 +67,15 @@ class RunDir:
 
     def export(self, name: str) -> Path:
         return self.exports / name
+
+
+def tensorboard_writer(run: RunDir) -> Any:
+    """A TensorBoard writer of the run's `tensorboard/` folder (train.tensorboard=true)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'mosnas[tb]'") from None
+    return SummaryWriter(str(run.tensorboard))
 
 
 def write_json(path: Path, obj: Any, indent: int = 1) -> None:
@@ -151,17 +158,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_inputs(cfg: Config) -> Space:
-    """Every file a run will read exists and parses (space, fixed arch, corpus splits, pretrained weights,
-    tokenizer), checked before anything is written: a wrong path leaves no folder behind."""
-    space = load_space(cfg.supernet.space)
+    """Every file a run will read exists and parses (space, fixed arch, pretrained weights, and the family's:
+    corpus splits, tokenizer), checked before anything is written: a wrong path leaves no folder behind."""
+    family = family_of(cfg.family)
+    space = family.load_space(cfg.supernet.space)
     if cfg.train.sampling == "fixed":
         space.parse_arch(cfg.train.fixed_arch)
-    for split in (cfg.data.train, cfg.data.valid):
-        for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
-            find_split(cfg.data.dir, split, lang)
-    for key, path in (("supernet.pretrained", cfg.supernet.pretrained), ("data.tokenizer", cfg.data.tokenizer)):
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{key}: file not found: {path}")
+    family.check_inputs(cfg)
+    if cfg.supernet.pretrained and not Path(cfg.supernet.pretrained).is_file():
+        raise ConfigError(f"supernet.pretrained: file not found: {cfg.supernet.pretrained}")
     return space
 
 
@@ -175,7 +180,7 @@ def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
         if force:
             shutil.rmtree(run.checkpoints, ignore_errors=True)
-            for path in (run.log, run.root / "spm.model"):
+            for path in (run.log, *(run.root / name for name in family_of(cfg.family).RUN_FILES)):
                 path.unlink(missing_ok=True)
         elif changed:
             raise ConfigError(
@@ -205,6 +210,8 @@ def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
     run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     run.space.write_text(yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")
     write_json(run.environment, environment())
+    for stale in run.checkpoints.glob(".tmp-*"):  # left by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
     return run.root
 
 
@@ -231,11 +238,15 @@ class LoadedRun:
     def dir(self) -> RunDir:
         return RunDir(self.run_dir)
 
+    @property
+    def family(self) -> Family:
+        return family_of(self.cfg.family)
+
 
 def build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
     """The run's supernet at its initialization (seeded by train.seed: resumed and loaded runs agree)."""
     torch.manual_seed(cfg.train.seed)
-    return Supernet(space, vocab_size, cfg.supernet, mt)
+    return Supernet(space, vocab_size, cfg.supernet, family_of(cfg.family))
 
 
 def load_model_state(
@@ -260,12 +271,13 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     if not run.config.is_file():
         raise CheckpointError(f"{run.root} is not a mosnas run folder (no config.yaml)")
     cfg = config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")))
-    space = Space.from_dict(yaml.safe_load(run.space.read_text(encoding="utf-8")), SCHEMA, str(run.space))
+    family = family_of(cfg.family)
+    space = Space.from_dict(yaml.safe_load(run.space.read_text(encoding="utf-8")), family.SCHEMA, str(run.space))
     ckpts = list_checkpoints(run.root)
     if not ckpts:
         raise CheckpointError(f"{run.root} has no checkpoint yet (train it first)")
     meta, model_sd, _ = read_checkpoint(ckpts[-1])
-    sp = load_tokenizer(run.root / "spm.model")
-    net = build_supernet(space, sp.get_piece_size(), cfg)
+    tokenizer, vocab_size = family.vocab(run.root)
+    net = build_supernet(space, vocab_size, cfg)
     load_model_state(net, model_sd, meta, space, ckpts[-1])
-    return LoadedRun(cfg, space, net.to(device or "cpu").eval(), sp, meta["step"], run.root)
+    return LoadedRun(cfg, space, net.to(device or "cpu").eval(), tokenizer, meta["step"], run.root)

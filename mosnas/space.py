@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mosnas.config import convert, read_yaml
 from mosnas.errors import ArchError, ConfigError
+from mosnas.settings import convert, read_yaml
 
 Arch = Any  # a family's frozen arch dataclass (e.g. mosnas.mt.space.Arch)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,6 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mosnas import mt
 from mosnas.checkpoint import (
     checkpoint_step,
     list_checkpoints,
@@ -26,59 +23,31 @@ from mosnas.checkpoint import (
 )
 from mosnas.config import Config
 from mosnas.distributed import Distributed, StopSignals, sum_gradients
-from mosnas.errors import ConfigError, TrainingError
+from mosnas.errors import TrainingError
+from mosnas.family import Task, family_of
 from mosnas.hardware import Precision, resolve_precision
-from mosnas.run import RunDir, build_supernet, load_model_state, prepare_run_dir, record_precision, truncate_log
+from mosnas.run import (
+    RunDir,
+    build_supernet,
+    load_model_state,
+    prepare_run_dir,
+    record_precision,
+    tensorboard_writer,
+    truncate_log,
+)
+from mosnas.schedule import lr_lambda, step_archs
 from mosnas.space import Arch, Space
-
-
-def step_archs(
-    space: Space, sampling: str, num_random: int, seed: int, step: int, fixed: Arch | None = None
-) -> list[tuple[str, Arch]]:
-    """The archs trained at `step`; seeded by the step alone, so every rank and a resumed run agree."""
-    rng = random.Random(seed * 1_000_003 + step)
-    if sampling == "sandwich":
-        return [("largest", space.largest()), ("smallest", space.smallest())] + [
-            ("random", space.sample(rng)) for _ in range(num_random)
-        ]
-    if sampling == "uniform":
-        return [("random", space.sample(rng))]
-    assert fixed is not None
-    return [("fixed", fixed)]
-
-
-def lr_lambda(warmup: int, schedule: str = "inverse_sqrt", max_steps: int = 0, min_ratio: float = 0.0):
-    """The learning-rate factor of each update: linear warm-up to the peak over `warmup` updates, then
-    inverse square root decay (fairseq's inverse_sqrt) or a half cosine down to `min_ratio` of the peak at
-    `max_steps` (HAT's recipe; fairseq's cosine with one period, no restarts).
-
-    LambdaLR calls f(k) for the (k+1)-th update (k = 0 at construction), so f counts updates from 1:
-    the first update runs at lr/warmup, the `warmup`-th at the peak."""
-
-    def f(k: int) -> float:
-        n = k + 1
-        if warmup > 0 and n < warmup:
-            return n / warmup
-        if schedule == "cosine":
-            span = max(max_steps - warmup, 1)
-            progress = min(max(n - warmup, 0) / span, 1.0)
-            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return math.sqrt(warmup / n) if warmup > 0 else 1.0
-
-    return f
 
 
 def train(cfg: Config, resume: bool = False, force: bool = False, show_progress: bool = True) -> Path:
     """Train the supernet of `cfg` into `cfg.run_dir`; with `resume`, continue from the newest checkpoint.
     Under torchrun every rank trains the same archs on its own share of each global batch, and every
     decision to stop (step or wall budget, non-finite loss, SIGINT/SIGTERM) is taken by all ranks at once."""
-    tc, family = cfg.train, mt
+    tc, family = cfg.train, family_of(cfg.family)
     ddp = Distributed()
     if ddp.main:
         prepare_run_dir(cfg, resume, force)
         family.prepare(cfg, cfg.run_dir)
-        for stale in RunDir(cfg.run_dir).checkpoints.glob(".tmp-*"):  # left by a killed save
-            shutil.rmtree(stale, ignore_errors=True)
     ddp.barrier()
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
@@ -101,7 +70,7 @@ class Trainer:
         ddp: Distributed,
         space: Space,
         fixed: Arch | None,
-        task: Any,
+        task: Task,
         precision: Precision,
         resume: bool,
     ):
@@ -119,7 +88,7 @@ class Trainer:
             self._resume(ckpts[-1])
         elif ddp.main:
             self.run.log.unlink(missing_ok=True)  # a fresh start (e.g. killed before its first checkpoint)
-        self.writer = _tensorboard(self.run.tensorboard) if tc.tensorboard and ddp.main else None
+        self.writer = tensorboard_writer(self.run) if tc.tensorboard and ddp.main else None
         self.batches = task.batches(self.epoch)
         self.window: dict[str, list[float]] = {}  # losses since the last training record, and their cost
         self.window_tokens, self.window_time, self.window_steps = 0, 0.0, 0
@@ -302,11 +271,3 @@ class Trainer:
             raise TrainingError(
                 f"stopped by {stop_reason} at step {self.step}; checkpoint saved; continue with --resume"
             )
-
-
-def _tensorboard(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'mosnas[tb]'") from None
-    return SummaryWriter(str(folder))

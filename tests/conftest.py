@@ -44,7 +44,7 @@ def make_supernet(space, generator="neuron", vocab=100, **kw) -> Supernet:
 
 class SpmModel:
     def __init__(self, path: Path):
-        from mosnas.data import load_tokenizer
+        from mosnas.mt.data import load_tokenizer
 
         self.path = path
         self.processor = load_tokenizer(path)
@@ -55,7 +55,7 @@ class SpmModel:
 def spm_model(tmp_path_factory) -> SpmModel:
     """A real sentencepiece model trained on the first 500 Multi30k training pairs."""
     from mosnas.config import DataConfig
-    from mosnas.data import read_parallel, train_tokenizer
+    from mosnas.mt.data import read_parallel, train_tokenizer
 
     src, tgt = read_parallel(DataConfig(dir=str(DATA)), "train", limit=500)
     path = tmp_path_factory.mktemp("spm") / "spm.model"

@@ -67,6 +67,16 @@ def test_config_round_trips_through_its_dict(tmp_path):
     assert config_from_dict(cfg.to_dict()) == cfg
 
 
+def test_configs_and_run_folders_before_the_family_key_are_translation(tmp_path):
+    """`family` arrived with the family split: a config or saved run without it is an mt run."""
+    from mosnas.config import config_from_dict
+
+    assert load_config(write(tmp_path, "train:\n  lr: 2e-3\n")).family == "mt"
+    assert config_from_dict({"name": "old"}).family == "mt"
+    with pytest.raises(ConfigError, match="family: unknown value 'bert'; expected one of mt"):
+        config_from_dict({"family": "bert"})
+
+
 # -- YAML keeps the user's text: `no` is Norwegian, not False; `007` is a name, not 7 -----------------------------
 
 # Plain scalars that YAML 1.1 (PyYAML) would turn into a bool, a number, a date, None or a sexagesimal int.

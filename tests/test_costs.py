@@ -9,10 +9,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from mosnas.config import SupernetConfig
-from mosnas.costs import count_flops, count_parameters, count_parameters_hat
-from mosnas.models.transformer import Transformer, num_parameters
 from mosnas.mt import dense_config
+from mosnas.mt.costs import count_flops, count_parameters, count_parameters_hat
 from mosnas.mt.space import Arch, load_space
+from mosnas.mt.transformer import Transformer, num_parameters
 from tests.conftest import ROOT, make_supernet
 
 

@@ -3,8 +3,8 @@ import gzip
 import pytest
 
 from mosnas.config import DataConfig
-from mosnas.data import BOS, EOS, PAD, ParallelData, encode, load_parallel, read_lines, read_parallel
 from mosnas.errors import DataError
+from mosnas.mt.data import BOS, EOS, PAD, ParallelData, encode, load_parallel, read_lines, read_parallel
 from tests.conftest import DATA
 
 

@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
-from mosnas.data import EOS, read_lines
-from mosnas.decode import beam_search, translate
-from mosnas.models.transformer import EncoderOut
+from mosnas.mt.data import EOS, read_lines
+from mosnas.mt.decode import beam_search, translate
+from mosnas.mt.transformer import EncoderOut
 from mosnas.run import load_run
 from tests.conftest import DATA, make_supernet
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from mosnas import mt
 from mosnas.config import DataConfig, SupernetConfig
-from mosnas.data import load_parallel, load_tokenizer
 from mosnas.distributed import Distributed, sum_gradients
+from mosnas.mt.data import load_parallel, load_tokenizer
 from mosnas.mt.space import load_space
 from mosnas.mt.task import train_step
 from mosnas.supernet import Supernet

@@ -10,9 +10,9 @@ from sacrebleu.tokenizers import tokenizer_spm
 from mosnas.cli import main
 from mosnas.config import DataConfig, DecodeConfig
 from mosnas.errors import ConfigError, DataError
-from mosnas.evaluate import evaluate_model, score
-from mosnas.export import load_model, save_model
-from mosnas.models.transformer import Transformer, TransformerConfig
+from mosnas.mt.evaluate import evaluate_model, score
+from mosnas.mt.export import load_model, save_model
+from mosnas.mt.transformer import Transformer, TransformerConfig
 
 
 def test_scores_match_sacrebleu_conventions():

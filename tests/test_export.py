@@ -6,9 +6,9 @@ import random
 import pytest
 import torch
 
-from mosnas.costs import count_parameters
-from mosnas.export import load_model, save_model
-from mosnas.models.transformer import Transformer, TransformerConfig, num_parameters, sinusoids
+from mosnas.mt.costs import count_parameters
+from mosnas.mt.export import load_model, save_model
+from mosnas.mt.transformer import Transformer, TransformerConfig, num_parameters, sinusoids
 from tests.conftest import make_supernet
 
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mosnas.export import export_arch, load_model
+from mosnas.export import export_arch
 from mosnas.finetune import finetune
-from mosnas.models.transformer import Transformer
+from mosnas.mt.export import load_model
+from mosnas.mt.transformer import Transformer
 from mosnas.run import load_run
 
 

@@ -7,8 +7,6 @@ import random
 import pytest
 import torch
 
-from mosnas.costs import count_flops
-from mosnas.decode import measure_latency
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.latency import (
     LatencyPredictor,
@@ -20,6 +18,8 @@ from mosnas.latency import (
     timing_device,
     write_samples,
 )
+from mosnas.mt.costs import count_flops
+from mosnas.mt.decode import measure_latency
 from mosnas.stats import kendall_tau, scatter_plot
 from tests.conftest import make_supernet
 

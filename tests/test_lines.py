@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mosnas.cli import main
-from mosnas.data import read_lines, train_tokenizer
-from mosnas.export import save_model
-from mosnas.models.transformer import Transformer, TransformerConfig
+from mosnas.mt.data import read_lines, train_tokenizer
+from mosnas.mt.export import save_model
+from mosnas.mt.transformer import Transformer, TransformerConfig
 from tests.conftest import DATA
 
 NEL = "\x85"  # NEXT LINE: str.splitlines() breaks there; sentencepiece keeps it as a piece of its own

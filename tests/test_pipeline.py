@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mosnas.config import SearchConfig
-from mosnas.data import load_parallel
 from mosnas.finetune import finetune
+from mosnas.mt.data import load_parallel
 from mosnas.mt.space import Arch
 from mosnas.mt.task import evaluate_loss
 from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
@@ -76,9 +76,9 @@ def test_latency_search_export_report(run):
             }
         ],
     }
-    md = summary_markdown(results)
+    md = summary_markdown(results, run.family)
     assert "| test-budget |" in md and "Kendall tau" in md and "nrefs:1" in md
-    assert pareto_plot(results, run.run_dir / "p.png").stat().st_size > 1000
+    assert pareto_plot(results, run.run_dir / "p.png", run.family).stat().st_size > 1000
 
 
 def test_finetune_starts_from_inherited_weights(run, tmp_path):

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from mosnas.config import LatencyConfig, SupernetConfig
-from mosnas.costs import costs, count_flops, count_parameters
-from mosnas.data import ParallelData
 from mosnas.errors import BudgetError, ConfigError
 from mosnas.latency import LinearPredictor
-from mosnas.models.transformer import num_parameters
+from mosnas.mt.costs import costs, count_flops, count_parameters
+from mosnas.mt.data import ParallelData
 from mosnas.mt.space import load_space
 from mosnas.mt.task import supernet_fitness
+from mosnas.mt.transformer import num_parameters
 from mosnas.search import Budget, evolutionary_search, random_search
 from tests.conftest import ROOT, make_supernet
 

@@ -5,16 +5,58 @@ report) asks a model family for; a second family is a sibling package of the sam
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from mosnas.config import SupernetConfig
-from mosnas.models.transformer import Transformer, TransformerConfig
+import torch
+
+from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
+from mosnas.errors import CheckpointError, ConfigError
+from mosnas.mt.costs import costs
+from mosnas.mt.data import find_split, load_parallel, load_tokenizer
+from mosnas.mt.decode import measure_latency
+from mosnas.mt.evaluate import evaluate_model
+from mosnas.mt.export import load_model
+from mosnas.mt.export import save_model as _save_model
 from mosnas.mt.space import SCHEMA, Arch, load_space
-from mosnas.mt.task import prepare, task
+from mosnas.mt.task import prepare, supernet_fitness, task
+from mosnas.mt.transformer import Transformer, TransformerConfig
 from mosnas.space import Space
 
-__all__ = ["SCHEMA", "Arch", "dense_config", "dense_model", "load_space", "mixed_group", "prepare", "task"]
+__all__ = [
+    "COSTS",
+    "METRICS",
+    "RUN_FILES",
+    "SCHEMA",
+    "Arch",
+    "check_inputs",
+    "costs",
+    "dense_config",
+    "dense_model",
+    "describe",
+    "evaluate",
+    "fitness",
+    "from_model",
+    "init_model",
+    "load_model",
+    "load_space",
+    "mixed_group",
+    "prepare",
+    "report_notes",
+    "save_model",
+    "task",
+    "time_model",
+    "vocab",
+]
 
+RUN_FILES = ("spm.model",)  # the run's subword model, trained by `prepare`
+METRICS = (("bleu", "BLEU"), ("chrf", "chrF"))  # sacreBLEU, detokenized; the first is plotted
+COSTS = (("parameters", "params"), ("parameters_hat", "params (HAT)"), ("flops", "FLOPs"))  # report columns
+
+# -- the model -------------------------------------------------------------------------------------
 dense_model = Transformer  # config -> the dense encoder-decoder (what export returns)
 
 _FFN = re.compile(r"^((?:encoder|decoder)_layers\.\d+)\.(fc1|fc2)\.(weight|bias)$")
@@ -54,3 +96,92 @@ def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig)
         activation_dropout=cfg.activation_dropout,
         position_dim=max(*space.encoder_embed_dim, *space.decoder_embed_dim),
     )
+
+
+# -- data and training -----------------------------------------------------------------------------
+def check_inputs(cfg: Config) -> None:
+    """The corpus splits and a given subword model exist (checked before a run folder is made)."""
+    for split in (cfg.data.train, cfg.data.valid):
+        for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
+            find_split(cfg.data.dir, split, lang)
+    if cfg.data.tokenizer and not Path(cfg.data.tokenizer).is_file():
+        raise ConfigError(f"data.tokenizer: file not found: {cfg.data.tokenizer}")
+
+
+def vocab(run_dir: Path) -> tuple[Any, int]:
+    """The run's subword model and its vocabulary size."""
+    tokenizer = load_tokenizer(Path(run_dir) / "spm.model")
+    return tokenizer, tokenizer.get_piece_size()
+
+
+def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tuple[Any, dict[str, Any]]:
+    """The search's fitness (supernet validation NLL on a seeded sample of `search.valid_sentences`
+    validation pairs) and what the search records about it."""
+    valid, _ = load_parallel(run.cfg.data, run.cfg.data.valid, run.tokenizer, sc.valid_sentences, seed=sc.seed)
+    return supernet_fitness(run.net, valid, device, bf16), {"valid_sentences": len(valid)}
+
+
+# -- exported models -------------------------------------------------------------------------------
+def time_model(
+    model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype, repeats: int | None = None
+) -> dict[str, Any]:
+    """A latency sample of an exported model: HAT's protocol (one sentence, beam search) with `latency` settings."""
+    repeats = lc.repeats if repeats is None else repeats
+    return measure_latency(model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, repeats, device, lc.threads, dtype)
+
+
+def save_model(model: Transformer, out: str | Path, run_dir: Path, arch: Arch, info: dict[str, Any]) -> Path:
+    """The model folder of an export (with the run's subword model)."""
+    return _save_model(model, out, Path(run_dir) / "spm.model", arch, info)
+
+
+def init_model(model_dir: Path) -> Transformer:
+    """A fresh standard init of the arch of an exported model folder (its config.json)."""
+    try:
+        config = TransformerConfig.from_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{model_dir}/config.json is not a readable model config: {e}") from None
+    return Transformer(config)  # its constructor draws the standard init
+
+
+def from_model(cfg: Config, model_dir: Path) -> Config:
+    """`cfg` with the vocabulary of an exported model (training on from it: fine-tuning)."""
+    if not (model_dir / "spm.model").is_file():
+        raise CheckpointError(f"{model_dir} is not an exported model folder (missing spm.model)")
+    return replace(cfg, data=replace(cfg.data, tokenizer=str(model_dir / "spm.model")))
+
+
+def evaluate(model_dir: Path, cfg: Config, progress: bool, redo: bool) -> dict[str, Any]:
+    """BLEU and chrF of an exported model on `eval.split` (default `data.test`), saved in the model folder as
+    eval.<split>.json (with its hypotheses); a saved result is reused unless `redo`."""
+    split = cfg.eval.split or cfg.data.test
+    result_file = Path(model_dir) / f"eval.{split}.json"
+    if redo or not result_file.is_file():
+        model, tokenizer = load_model(model_dir)
+        ec = cfg.eval
+        evaluate_model(model, tokenizer, cfg.data, split, cfg.decode, ec.limit, model_dir, progress, ec.bleu_tokenize)
+    return json.loads(result_file.read_text(encoding="utf-8"))
+
+
+# -- reports ---------------------------------------------------------------------------------------
+def describe(arch: dict[str, Any]) -> str:
+    """E.g. 'e256/d192 dec2 ffn 768,512,1024 ; 512,256' - enough to tell archs apart in a table."""
+    return (
+        f"e{arch['encoder_embed_dim']}/d{arch['decoder_embed_dim']} dec{len(arch['decoder_ffn_dims'])} "
+        f"ffn {','.join(map(str, arch['encoder_ffn_dims']))} ; {','.join(map(str, arch['decoder_ffn_dims']))}"
+    )
+
+
+def report_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """The lines under the results table: metric signatures, test split and the latency protocol."""
+    first = rows[0]
+    return [
+        f"BLEU signature: `{first['bleu_signature']}`",
+        "",
+        f"chrF signature: `{first['chrf_signature']}`",
+        "",
+        f"Test split `{first['split']}`, beam {first['beam']}; latency: HAT's protocol (one sentence, "
+        "beam search), median of repeats, see latency/report.json for the device. Params count the exported "
+        "model (one embedding table when shared); params (HAT) leave out embeddings and the output layer, "
+        "as HAT's tables do.",
+    ]

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from mosnas.config import Config
-from mosnas.data import PAD, ParallelData, load_parallel, load_tokenizer, read_parallel, train_tokenizer
 from mosnas.hardware import Precision
+from mosnas.mt.data import PAD, ParallelData, load_parallel, load_tokenizer, read_parallel, train_tokenizer
+from mosnas.mt.decode import translate
+from mosnas.mt.evaluate import score
 from mosnas.space import Arch, Space
 from mosnas.supernet import Supernet
 
@@ -131,9 +133,6 @@ def validate(
         **{f"valid_nll_{k}": round(evaluate_loss(net, data, a, device, bf16), 4) for k, a in archs.items()},
     }
     if bleu is not None and fixed is not None:
-        from mosnas.decode import translate
-        from mosnas.evaluate import score
-
         tokenizer, src, ref, dc, tgt_lang, tokenize = bleu
         hyps = translate(
             net.export(fixed), tokenizer, src, dc.beam, dc.lenpen, dc.max_len_a, dc.max_len_b, dc.batch_size

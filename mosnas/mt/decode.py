@@ -9,7 +9,7 @@ from torch import Tensor
 
 from mosnas.errors import ConfigError
 from mosnas.latency import measure
-from mosnas.models.transformer import EncoderOut, Transformer
+from mosnas.mt.transformer import EncoderOut, Transformer
 
 
 def reorder_cache(cache: list[dict], order: Tensor) -> None:
@@ -113,7 +113,7 @@ def translate(
     a line break), batched by source length, in input order; see `beam_search` for the arguments."""
     from tqdm import tqdm
 
-    from mosnas.data import EOS, one_line, pad_batch
+    from mosnas.mt.data import EOS, one_line, pad_batch
 
     device = next(model.parameters()).device
     ids = [x + [EOS] for x in tokenizer.encode(lines)]

@@ -12,9 +12,9 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF
 
 from mosnas.config import DataConfig, DecodeConfig
-from mosnas.data import read_parallel, write_lines
-from mosnas.decode import translate
 from mosnas.errors import ConfigError, DataError
+from mosnas.mt.data import read_parallel, write_lines
+from mosnas.mt.decode import translate
 
 
 def bleu_metric(tgt_lang: str = "", tokenize: str | None = None) -> BLEU:

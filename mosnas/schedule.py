@@ -1,0 +1,45 @@
+"""What the training loop trains when: the archs of each step (sandwich rule) and the learning rate of
+each update."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from mosnas.space import Arch, Space
+
+
+def step_archs(
+    space: Space, sampling: str, num_random: int, seed: int, step: int, fixed: Arch | None = None
+) -> list[tuple[str, Arch]]:
+    """The archs trained at `step`; seeded by the step alone, so every rank and a resumed run agree."""
+    rng = random.Random(seed * 1_000_003 + step)
+    if sampling == "sandwich":
+        return [("largest", space.largest()), ("smallest", space.smallest())] + [
+            ("random", space.sample(rng)) for _ in range(num_random)
+        ]
+    if sampling == "uniform":
+        return [("random", space.sample(rng))]
+    assert fixed is not None
+    return [("fixed", fixed)]
+
+
+def lr_lambda(warmup: int, schedule: str = "inverse_sqrt", max_steps: int = 0, min_ratio: float = 0.0):
+    """The learning-rate factor of each update: linear warm-up to the peak over `warmup` updates, then
+    inverse square root decay (fairseq's inverse_sqrt) or a half cosine down to `min_ratio` of the peak at
+    `max_steps` (HAT's recipe; fairseq's cosine with one period, no restarts).
+
+    LambdaLR calls f(k) for the (k+1)-th update (k = 0 at construction), so f counts updates from 1:
+    the first update runs at lr/warmup, the `warmup`-th at the peak."""
+
+    def f(k: int) -> float:
+        n = k + 1
+        if warmup > 0 and n < warmup:
+            return n / warmup
+        if schedule == "cosine":
+            span = max(max_steps - warmup, 1)
+            progress = min(max(n - warmup, 0) / span, 1.0)
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return math.sqrt(warmup / n) if warmup > 0 else 1.0
+
+    return f
