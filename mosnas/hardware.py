@@ -130,6 +130,12 @@ class Precision:
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.name, "requested": self.requested, "reason": self.reason, **self.probe}
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Precision:
+        """The inverse of `to_dict`."""
+        rest = {k: v for k, v in raw.items() if k not in ("precision", "requested", "reason")}
+        return cls(raw["precision"], raw["requested"], raw["reason"], rest)
+
     def describe(self) -> str:
         return f"{self.name} ({self.reason})"
 

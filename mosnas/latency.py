@@ -42,15 +42,28 @@ def timing_device(setting: str) -> torch.device:
     return device
 
 
-def timing_setup(device_setting: str, precision: str, threads: int) -> tuple[torch.device, Precision]:
-    """Device and precision of latency measurements; the precision probe runs with the timing thread count."""
-    device = timing_device(device_setting)
+def workload_precision(
+    requested: str, device: torch.device, threads: int, time_in: Callable[[torch.dtype], float]
+) -> Precision:
+    """The precision models are timed (deployed) in. `auto` first asks `resolve_precision` (its matmul probe
+    rules out emulated bf16 cheaply); where that says bf16, the workload itself decides: `time_in(dtype)`
+    (ms of one representative model, e.g. the largest arch) is measured in both precisions and bf16 is kept
+    only if it is faster. A batch-1 beam search is not matmul-bound: on a CPU with native bf16 it ran
+    slower in bf16 (largest quick-start arch 174.7 vs 158.5 ms) although a 256^3 matmul is 2x faster."""
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(max(threads, 1))
-        return device, resolve_precision(precision, device, "latency.precision")
+        first = resolve_precision(requested, device, "latency.precision")
+        if requested != "auto" or not first.bf16:
+            return first
+        fp32, bf16 = time_in(torch.float32), time_in(torch.bfloat16)
     finally:
         torch.set_num_threads(old)
+    measured = f"the largest arch took {bf16:.2f} ms in bf16 vs {fp32:.2f} ms in fp32"
+    timed = {**first.probe, "workload_fp32_ms": round(fp32, 3), "workload_bf16_ms": round(bf16, 3)}
+    if bf16 < fp32:
+        return Precision("bf16", requested, f"auto: bf16 is faster for this workload: {measured}", timed)
+    return Precision("fp32", requested, f"auto: bf16 is not faster for this workload: {measured}", timed)
 
 
 def device_info(device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -17,14 +17,15 @@ import torch
 from mosnas.config import Config, LatencyConfig, SearchConfig
 from mosnas.export import export_arch
 from mosnas.finetune import finetune
-from mosnas.hardware import resolve_precision
+from mosnas.hardware import Precision, resolve_precision
 from mosnas.latency import (
     LatencyPredictor,
     LinearPredictor,
     evaluate_predictor,
     measure_archs,
     read_samples,
-    timing_setup,
+    timing_device,
+    workload_precision,
     write_samples,
 )
 from mosnas.report import pareto_plot, summary_markdown
@@ -36,6 +37,25 @@ from mosnas.train import train
 
 
 # -- latency ---------------------------------------------------------------------------------------
+def timing(run: LoadedRun, lc: LatencyConfig) -> tuple[torch.device, Precision]:
+    """The device and precision this run's latencies are measured in: decided once per trained supernet
+    (for `auto`, by timing its largest arch both ways, see `latency.workload_precision`) and kept in
+    latency/timing.json, so the predictor's samples and the winners' re-measurements agree."""
+    path = run.dir.latency / "timing.json"
+    made_from = {"device": lc.device, "precision": lc.precision, "threads": lc.threads, "step": run.step}
+    device = timing_device(lc.device)
+    if path.is_file() and read_json(path).get("made_from") == made_from:
+        return device, Precision.from_dict(read_json(path)["precision"])
+
+    def time_in(dtype: torch.dtype) -> float:
+        model = run.net.export(run.space.largest())
+        return run.family.time_model(model, lc, device, dtype, max(lc.repeats, 3))["latency_ms"]
+
+    precision = workload_precision(lc.precision, device, lc.threads, time_in)
+    write_json(path, {"made_from": made_from, "precision": precision.to_dict()})
+    return device, precision
+
+
 def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> dict[str, Any]:
     """Measure `num_samples` archs, fit the MLP predictor (and a linear baseline), report held-out accuracy."""
     out = run.dir.latency
@@ -44,7 +64,7 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
         return read_json(report_file)
     samples_file = out / "samples.jsonl"
     samples = read_samples(samples_file) if samples_file.is_file() else []
-    device, precision = timing_setup(lc.device, lc.precision, lc.threads)
+    device, precision = timing(run, lc)
     rng = random.Random(lc.seed)
     archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
     time_model = lambda model: run.family.time_model(model, lc, device, precision.dtype, lc.repeats)
@@ -160,7 +180,7 @@ def export_and_score(
     scores = run.family.evaluate(out, run.cfg, progress, redo=stale)
     if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
         model = run.family.load_model(out)[0]
-        device, precision = timing_setup(lc.device, lc.precision, lc.threads)
+        device, precision = timing(run, lc)
         write_json(out / "latency.json", run.family.time_model(model, lc, device, precision.dtype, max(lc.repeats, 10)))
     return {
         **scores,

@@ -16,6 +16,7 @@ from mosnas.latency import (
     measure_archs,
     read_samples,
     timing_device,
+    workload_precision,
     write_samples,
 )
 from mosnas.mt.costs import count_flops
@@ -146,3 +147,23 @@ def test_measure_archs_feed_a_predictor(space, tmp_path):
     assert len(pred.predict(archs)) == 3
     png = scatter_plot([s["latency_ms"] for s in samples], pred.predict(archs), tmp_path / "plot" / "scatter.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auto_latency_precision_is_decided_by_the_workload():
+    calls = []
+
+    def time_in(ms_fp32, ms_bf16):
+        def f(dtype):
+            calls.append(dtype)
+            return ms_bf16 if dtype == torch.bfloat16 else ms_fp32
+
+        return f
+
+    cpu = torch.device("cpu")
+    assert workload_precision("fp32", cpu, 1, time_in(10, 5)).name == "fp32" and not calls  # asked: never timed
+    auto = workload_precision("auto", cpu, 1, time_in(158.5, 174.7))
+    if auto.probe.get("bf16_speedup", 0) >= 1.2:  # a CPU whose matmul probe favours bf16: the workload decides
+        assert auto.name == "fp32" and "174.70 ms in bf16 vs 158.50 ms in fp32" in auto.reason
+        assert workload_precision("auto", cpu, 1, time_in(10.0, 6.0)).name == "bf16"
+    else:  # emulated bf16 is ruled out by the probe alone, without timing the workload in it
+        assert auto.name == "fp32" and not calls

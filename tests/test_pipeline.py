@@ -34,6 +34,9 @@ def test_latency_search_export_report(run):
     assert (run.run_dir / "latency" / "scatter.png").is_file()
     samples = [json.loads(x) for x in (run.run_dir / "latency" / "samples.jsonl").read_text().splitlines()]
     assert all(s["settings"]["beam"] == run.cfg.latency.beam and s["device"] for s in samples)
+    timing = json.loads((run.run_dir / "latency" / "timing.json").read_text())  # decided once, used by every sample
+    assert all(s["settings"]["precision"] == timing["precision"]["precision"] for s in samples)
+    assert report["precision"] == timing["precision"] and timing["made_from"]["step"] == run.step
 
     from mosnas.latency import LatencyPredictor
 
