@@ -15,9 +15,10 @@ from safetensors.torch import save_file
 
 from mosnas.config import Config
 from mosnas.errors import CheckpointError
-from mosnas.export import export_arch
+from mosnas.export import ensure_export
 from mosnas.family import Family, family_of
-from mosnas.run import RunDir, load_run, read_log
+from mosnas.records import fresh, made_from, read_json, write_json
+from mosnas.run import RunDir, load_run, read_log, remove
 from mosnas.train import train
 
 
@@ -77,6 +78,20 @@ def finetune_config(
     return replace(run_cfg, name=name, out_dir=str(out_dir), supernet=sn, train=tc).validate()
 
 
+def _start_afresh_unless_same(cfg: Config, model_dir: Path, scratch: bool) -> None:
+    """A fine-tuning folder continues only the run its record says (the training recipe and the exported
+    model it starts from); one made from other inputs is removed and redone, not refused as another run.
+    The record, `<out>/<name>.json`, is written before training, so a stopped run still resumes."""
+    source = model_dir / "export.json"
+    upstream = read_json(source).get("made_from") if source.is_file() else None
+    sections = {k: v for k, v in cfg.to_dict().items() if k in ("family", "data", "supernet", "train")}
+    record = made_from(config=sections, scratch=scratch, model=upstream)
+    marker = cfg.run_dir.with_name(f"{cfg.name}.json")
+    if not fresh(marker, record, f"finetune {cfg.name}"):
+        remove(cfg.run_dir)
+        write_json(marker, {"made_from": record})
+
+
 def finetune(
     run_cfg: Config,
     model_dir: str | Path,
@@ -94,11 +109,13 @@ def finetune(
     export folder and the validation curve (NLL and BLEU against steps)."""
     model_dir = Path(model_dir)
     cfg = finetune_config(run_cfg, model_dir, Path(out_dir), name, steps, lr, warmup, valid_every, valid_bleu, scratch)
+    _start_afresh_unless_same(cfg, model_dir, scratch)
     if scratch:
         scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed, family_of(cfg.family))
     run_dir = train(cfg, resume=True, show_progress=progress)
     loaded = load_run(run_dir)
     arch = loaded.space.parse_arch(str(model_dir / "arch.json"))
-    export = export_arch(loaded, arch, RunDir(run_dir).exports)
+    export = RunDir(run_dir).exports
+    ensure_export(loaded, arch, export)
     # the validation records: the task's (the loop's own records hold "lr" or "event")
     return export, [r for r in read_log(run_dir) if "lr" not in r and "event" not in r]

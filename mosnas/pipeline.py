@@ -1,7 +1,8 @@
 """`mosnas run`: train -> latency -> search -> export -> fine-tune -> evaluate -> report.
 
-Each stage writes its files into the run folder and is skipped when they already exist, so a
-stopped run continues where it stopped. What depends on the model, data or metric is asked of the
+Each stage writes its files into the run folder with what they were made from (mosnas.records) and is
+skipped while that still holds, so a stopped run continues where it stopped and a changed input redoes
+exactly the stages that read it. What depends on the model, data or metric is asked of the
 run's family (`run.family`: see mosnas.family)."""
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mosnas.config import Config, LatencyConfig, SearchConfig
-from mosnas.export import export_arch
+from mosnas.errors import ConfigError
+from mosnas.export import ensure_export
 from mosnas.finetune import finetune
 from mosnas.hardware import Precision, resolve_precision
 from mosnas.latency import (
@@ -28,23 +31,32 @@ from mosnas.latency import (
     workload_precision,
     write_samples,
 )
+from mosnas.records import changes, fresh, made_from, read_json, write_json
 from mosnas.report import pareto_plot, summary_markdown
-from mosnas.run import LoadedRun, RunDir, load_run, needs_training, read_json, read_log, write_json
+from mosnas.run import LoadedRun, RunDir, adopt_config, load_run, needs_training, read_log
 from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import Arch
 from mosnas.stats import scatter_plot
 from mosnas.train import train
 
-
 # -- latency ---------------------------------------------------------------------------------------
+TIMING = ("src_len", "tgt_len", "beam", "warmup", "repeats", "threads", "device", "precision")  # what a sample is
+
+
+def _timing_settings(lc: LatencyConfig, *extra: str) -> dict[str, Any]:
+    return {k: getattr(lc, k) for k in TIMING + extra}
+
+
 def timing(run: LoadedRun, lc: LatencyConfig) -> tuple[torch.device, Precision]:
     """The device and precision this run's latencies are measured in: decided once per trained supernet
     (for `auto`, by timing its largest arch both ways, see `latency.workload_precision`) and kept in
     latency/timing.json, so the predictor's samples and the winners' re-measurements agree."""
     path = run.dir.latency / "timing.json"
-    made_from = {"device": lc.device, "precision": lc.precision, "threads": lc.threads, "step": run.step}
+    record = made_from(
+        latency={k: getattr(lc, k) for k in ("device", "precision", "threads")}, checkpoint=run.checkpoint
+    )
     device = timing_device(lc.device)
-    if path.is_file() and read_json(path).get("made_from") == made_from:
+    if fresh(path, record, "latency timing"):
         return device, Precision.from_dict(read_json(path)["precision"])
 
     def time_in(dtype: torch.dtype) -> float:
@@ -52,26 +64,39 @@ def timing(run: LoadedRun, lc: LatencyConfig) -> tuple[torch.device, Precision]:
         return run.family.time_model(model, lc, device, dtype, max(lc.repeats, 3))["latency_ms"]
 
     precision = workload_precision(lc.precision, device, lc.threads, time_in)
-    write_json(path, {"made_from": made_from, "precision": precision.to_dict()})
+    write_json(path, {"made_from": record, "precision": precision.to_dict()})
     return device, precision
+
+
+def _samples(run: LoadedRun, lc: LatencyConfig, progress: bool) -> tuple[list[dict[str, Any]], Precision]:
+    """The first `num_samples` archs of the seeded list, measured: samples measured with the same timing
+    settings and checkpoint are kept (a longer list only measures what is missing), others are dropped."""
+    samples_file, record_file = run.dir.latency / "samples.jsonl", run.dir.latency / "samples.made_from.json"
+    record = made_from(latency=_timing_settings(lc, "seed"), checkpoint=run.checkpoint)
+    if not fresh(record_file, record, "latency samples"):
+        samples_file.unlink(missing_ok=True)
+        write_json(record_file, {"made_from": record})  # before any sample: samples.jsonl holds only these
+    samples = read_samples(samples_file) if samples_file.is_file() else []
+    device, precision = timing(run, lc)
+    rng = random.Random(lc.seed)
+    archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
+    samples = samples[: len(archs)]
+    time_model = lambda model: run.family.time_model(model, lc, device, precision.dtype, lc.repeats)
+    for start in range(len(samples), len(archs), 20):  # measure in chunks so a stopped run keeps what it measured
+        samples += measure_archs(run.net, archs[start : start + 20], time_model, progress)
+        write_samples(samples, samples_file)
+    return samples, precision
 
 
 def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> dict[str, Any]:
     """Measure `num_samples` archs, fit the MLP predictor (and a linear baseline), report held-out accuracy."""
     out = run.dir.latency
     report_file = out / "report.json"
-    if report_file.is_file():
+    record = made_from(latency=asdict(lc), checkpoint=run.checkpoint)
+    if fresh(report_file, record, "latency predictor"):
         return read_json(report_file)
-    samples_file = out / "samples.jsonl"
-    samples = read_samples(samples_file) if samples_file.is_file() else []
-    device, precision = timing(run, lc)
-    rng = random.Random(lc.seed)
-    archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
-    time_model = lambda model: run.family.time_model(model, lc, device, precision.dtype, lc.repeats)
-    if len(samples) < len(archs):  # measure in chunks so a stopped run keeps what it measured
-        for start in range(len(samples), len(archs), 20):
-            samples += measure_archs(run.net, archs[start : start + 20], time_model, progress)
-            write_samples(samples, samples_file)
+    report_file.unlink(missing_ok=True)  # the predictor is trusted only beside its report
+    samples, precision = _samples(run, lc, progress)
     split = int(round(len(samples) * (1 - lc.holdout)))
     order = list(range(len(samples)))
     random.Random(lc.seed).shuffle(order)
@@ -101,18 +126,31 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
         "precision": precision.to_dict(),
         "smallest_ms": samples[1]["latency_ms"],
         "largest_ms": samples[0]["latency_ms"],
+        "made_from": record,
     }
     write_json(report_file, report)
     return report
 
 
+def predictor_of(run: LoadedRun) -> tuple[LatencyPredictor, dict[str, Any]]:
+    """The run's latency predictor and its record; refused (one line) when missing or made from another
+    checkpoint than the run's newest."""
+    report_file = run.dir.latency / "report.json"
+    stored = read_json(report_file).get("made_from") if report_file.is_file() else None
+    if stored is None:
+        raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {run.run_dir}` first")
+    if stored.get("checkpoint") != run.checkpoint:
+        why = "; ".join(changes(stored["checkpoint"], run.checkpoint)[:1])
+        raise ConfigError(f"the latency predictor is stale (checkpoint {why}): run `mosnas latency {run.run_dir}`")
+    return LatencyPredictor.load(run.dir.latency, run.space.schema), stored
+
+
 # -- search ----------------------------------------------------------------------------------------
 def budgets(sc: SearchConfig, span: tuple[float, float] | None) -> dict[str, float | None]:
-    """Budget name -> latency limit in ms (None: only the params / FLOPs limits).
-
-    `latency_fractions` place budgets within `span` = the predictor's latency of the smallest and
-    largest arch: the search's constraint uses the predictor, so the smallest arch always fits
-    (measured values would make a low budget infeasible whenever the predictor errs upwards)."""
+    """Budget name -> latency limit in ms (None: only the params / FLOPs limits). `latency_fractions` place
+    budgets within `span` = the predictor's latency of the smallest and largest arch: the search's constraint
+    uses the predictor, so the smallest arch always fits (measured values would make a low budget infeasible
+    whenever the predictor errs upwards)."""
     out: dict[str, float | None] = {f"latency-{v:g}ms": float(v) for v in sc.latency_ms}
     if sc.latency_fractions and span:
         lo, hi = span
@@ -129,9 +167,13 @@ def search_stage(
 ) -> dict[str, Any]:
     """Evolutionary search (and the random baseline at equal evaluations) under one budget."""
     out_file = run.dir.search(name)
-    if out_file.is_file():
+    predictor, upstream = predictor_of(run) if latency_ms is not None else (None, None)
+    settings = {k: v for k, v in asdict(sc).items() if k not in ("latency_ms", "latency_fractions")}
+    settings.update(latency_ms=latency_ms, flops_at=[lc.src_len, lc.tgt_len])  # FLOPs count at these lengths
+    record = made_from(search=settings, predictor=upstream, checkpoint=run.checkpoint)
+    if fresh(out_file, record, f"search {name}"):
         return read_json(out_file)
-    predictor = LatencyPredictor.load(run.dir.latency, run.space.schema) if latency_ms is not None else None
+    out_file.unlink(missing_ok=True)
     budget = Budget(
         latency_ms=latency_ms,
         latency=predictor,
@@ -149,8 +191,7 @@ def search_stage(
     result: dict[str, Any] = {
         "budget": name,
         "latency_ms": latency_ms,
-        "max_params": sc.max_params,
-        "max_flops": sc.max_flops,
+        **{k: getattr(sc, k) for k in ("max_params", "max_flops")},
         **about,
         "precision": precision.to_dict(),
         "evolution": evo.to_dict(),
@@ -160,8 +201,8 @@ def search_stage(
         rnd = random_search(run.space, fitness, budget, evo.num_evaluations, sc.seed, progress=progress)
         result["random"] = rnd.to_dict()
     result["predicted_latency_ms"] = round(predictor(evo.arch), 3) if predictor else None
-    write_json(out_file, result)
-    return result
+    write_json(out_file, {**result, "made_from": record})
+    return read_json(out_file)
 
 
 # -- export, evaluation, report ----------------------------------------------------------------------
@@ -172,19 +213,23 @@ def _costs(run: LoadedRun, arch: Arch, lc: LatencyConfig) -> dict[str, int]:
 def export_and_score(
     run: LoadedRun, arch: Arch, out: Path, lc: LatencyConfig, progress: bool, model_dir: Path | None = None
 ) -> dict[str, Any]:
-    """Export `arch` (unless `model_dir` holds it already), re-measure its latency and score it on the test split."""
-    info = out / "export.json"
-    stale = info.is_file() and model_dir is None and read_json(info).get("step") != run.step
-    if model_dir is None and (stale or not info.is_file()):
-        export_arch(run, arch, out)
-    scores = run.family.evaluate(out, run.cfg, progress, redo=stale)
-    if not (out / "latency.json").is_file() or stale:  # the winner's latency is re-measured, not only predicted
-        model = run.family.load_model(out)[0]
-        device, precision = timing(run, lc)
-        write_json(out / "latency.json", run.family.time_model(model, lc, device, precision.dtype, max(lc.repeats, 10)))
+    """Export `arch` (unless `model_dir` holds it already: a fine-tuned model), re-measure its latency and score
+    it on the test split; each output is reused only while what it was made from holds."""
+    if model_dir is None:
+        ensure_export(run, arch, out)
+    model = read_json(out / "export.json").get("made_from")  # what the exported model itself was made from
+    scores = run.family.evaluate(out, run.cfg, progress, model)
+    device, precision = timing(run, lc)
+    record = made_from(model=model, latency=_timing_settings(lc), precision=precision.name)
+    latency_file = out / "latency.json"
+    if not fresh(latency_file, record, f"latency of {out.name}"):  # the winner's latency is re-measured
+        latency_file.unlink(missing_ok=True)
+        dense = run.family.load_model(out)[0]
+        timed = run.family.time_model(dense, lc, device, precision.dtype, max(lc.repeats, 10))
+        write_json(latency_file, {**timed, "made_from": record})
     return {
         **scores,
-        "measured_latency_ms": read_json(out / "latency.json")["latency_ms"],
+        "measured_latency_ms": read_json(latency_file)["latency_ms"],
         "arch": arch.to_dict(),
         **_costs(run, arch, lc),
     }
@@ -201,6 +246,7 @@ def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, pr
         "budget_ms": limit,
         "fitness": found["evolution"]["fitness"],
         "predicted_latency_ms": found["predicted_latency_ms"],
+        **{k: found[k] for k in ("max_params", "max_flops")},  # the row carries its own limits
         **export_and_score(run, arch, export, lc, progress),
     }
     if "random" in found:
@@ -219,13 +265,17 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     t0 = time.perf_counter()
     if force or needs_training(cfg):
         train(cfg, resume=not force, force=force, show_progress=progress)
+    else:
+        adopt_config(cfg)  # the stages below read the run's config: the decode, eval, search... settings given now
     loaded = load_run(cfg.run_dir)
     run_dir, lc = RunDir(cfg.run_dir), cfg.latency
+    for report in (run_dir.results, run_dir.summary, run_dir.pareto):  # rebuilt from fresh outputs only
+        report.unlink(missing_ok=True)
     names = budgets(cfg.search, None)
     latency_report = None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
         latency_report = latency_stage(loaded, lc, progress)
-        predictor = LatencyPredictor.load(run_dir.latency, loaded.space.schema)
+        predictor = predictor_of(loaded)[0]
         names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))
     rows = []
     for name in cfg.eval.archs:  # reference subnets: largest and smallest

@@ -21,26 +21,15 @@ from mosnas.config import Config, config_from_dict
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.family import Family, family_of
 from mosnas.hardware import Precision, machine
+from mosnas.records import read_json, write_json  # noqa: F401 (the run folder's JSON, atomic)
 from mosnas.space import Space
 from mosnas.supernet import Supernet
 
 # Keys that may change when a run is resumed (budgets and bookkeeping, not the model or data).
-RESUMABLE_KEYS = {
-    "train.max_steps",
-    "train.max_minutes",
-    "train.log_every",
-    "train.valid_every",
-    "train.ckpt_every",
-    "train.keep_last",
-    "train.threads",
-    "train.tensorboard",
-    "train.valid_bleu",
-    "decode",
-    "latency",
-    "search",
-    "finetune",
-    "eval",
-}
+RESUMABLE_KEYS = set(
+    "train.max_steps train.max_minutes train.log_every train.valid_every train.ckpt_every train.keep_last "
+    "train.threads train.tensorboard train.valid_bleu decode latency search finetune eval".split()
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +57,18 @@ class RunDir:
     def export(self, name: str) -> Path:
         return self.exports / name
 
+    def derived(self) -> list[Path]:
+        """Everything made from the trained supernet (removed with it by --force)."""
+        return [
+            self.latency,
+            self.root / "search",
+            self.exports,
+            self.finetune,
+            self.results,
+            self.summary,
+            self.pareto,
+        ]
+
 
 def tensorboard_writer(run: RunDir) -> Any:
     """A TensorBoard writer of the run's `tensorboard/` folder (train.tensorboard=true)."""
@@ -78,16 +79,12 @@ def tensorboard_writer(run: RunDir) -> Any:
     return SummaryWriter(str(run.tensorboard))
 
 
-def write_json(path: Path, obj: Any, indent: int = 1) -> None:
-    """Write JSON atomically: a stopped run keeps the previous file, never half of a new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
-    tmp.replace(path)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def remove(path: Path) -> None:
+    """Remove a file or a folder (nothing when absent)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
@@ -178,10 +175,14 @@ def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
         old = _flatten(config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).to_dict())
         new = _flatten(cfg.to_dict())
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
-        if force:
-            shutil.rmtree(run.checkpoints, ignore_errors=True)
-            for path in (run.log, *(run.root / name for name in family_of(cfg.family).RUN_FILES)):
-                path.unlink(missing_ok=True)
+        if force:  # the old supernet and everything made from it
+            for path in (
+                run.checkpoints,
+                run.log,
+                *run.derived(),
+                *(run.root / n for n in family_of(cfg.family).RUN_FILES),
+            ):
+                remove(path)
         elif changed:
             raise ConfigError(
                 f"{run.root} holds a different run (changed: {', '.join(changed[:4])}); "
@@ -193,6 +194,12 @@ def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
             )
     elif run.root.exists() and any(run.root.iterdir()) and not force:
         raise ConfigError(f"{run.root} exists and is not a mosnas run; choose another name or pass --force")
+
+
+def adopt_config(cfg: Config) -> None:
+    """Continue a trained run with `cfg`: refused when it is another run; its stage settings become the run's."""
+    _refuse_other_run(cfg, resume=True, force=False)
+    RunDir(cfg.run_dir).config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
 
 def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
@@ -233,6 +240,7 @@ class LoadedRun:
     tokenizer: Any
     step: int
     run_dir: Path
+    checkpoint: dict[str, Any]  # {"step", "model_sha256"} of the checkpoint loaded: what derived outputs record
 
     @property
     def dir(self) -> RunDir:
@@ -280,4 +288,5 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
     tokenizer, vocab_size = family.vocab(run.root)
     net = build_supernet(space, vocab_size, cfg)
     load_model_state(net, model_sd, meta, space, ckpts[-1])
-    return LoadedRun(cfg, space, net.to(device or "cpu").eval(), tokenizer, meta["step"], run.root)
+    checkpoint = {"step": meta["step"], "model_sha256": meta["sha256"]["model.safetensors"]}
+    return LoadedRun(cfg, space, net.to(device or "cpu").eval(), tokenizer, meta["step"], run.root, checkpoint)

@@ -36,7 +36,7 @@ def test_latency_search_export_report(run):
     assert all(s["settings"]["beam"] == run.cfg.latency.beam and s["device"] for s in samples)
     timing = json.loads((run.run_dir / "latency" / "timing.json").read_text())  # decided once, used by every sample
     assert all(s["settings"]["precision"] == timing["precision"]["precision"] for s in samples)
-    assert report["precision"] == timing["precision"] and timing["made_from"]["step"] == run.step
+    assert report["precision"] == timing["precision"] and timing["made_from"]["checkpoint"] == run.checkpoint
 
     from mosnas.latency import LatencyPredictor
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from mosnas.mt.export import save_model as _save_model
 from mosnas.mt.space import SCHEMA, Arch, load_space
 from mosnas.mt.task import prepare, supernet_fitness, task
 from mosnas.mt.transformer import Transformer, TransformerConfig
+from mosnas.records import fresh, made_from, read_json, write_json
 from mosnas.space import Space
 
 __all__ = [
@@ -151,16 +152,27 @@ def from_model(cfg: Config, model_dir: Path) -> Config:
     return replace(cfg, data=replace(cfg.data, tokenizer=str(model_dir / "spm.model")))
 
 
-def evaluate(model_dir: Path, cfg: Config, progress: bool, redo: bool) -> dict[str, Any]:
+def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, Any] | None) -> dict[str, Any]:
     """BLEU and chrF of an exported model on `eval.split` (default `data.test`), saved in the model folder as
-    eval.<split>.json (with its hypotheses); a saved result is reused unless `redo`."""
-    split = cfg.eval.split or cfg.data.test
+    eval.<split>.json (with its hypotheses). The result records what it was made from (`upstream`: the
+    model's record, and the data, decode and eval settings) and is reused only while they hold."""
+    split, ec, data = cfg.eval.split or cfg.data.test, cfg.eval, cfg.data
     result_file = Path(model_dir) / f"eval.{split}.json"
-    if redo or not result_file.is_file():
+    record = made_from(
+        model=upstream,
+        data={"dir": str(data.dir), "src_lang": data.src_lang, "tgt_lang": data.tgt_lang, "split": split},
+        decode=asdict(cfg.decode),
+        eval={"limit": ec.limit, "bleu_tokenize": ec.bleu_tokenize},
+    )
+    if not fresh(result_file, record, f"evaluation of {Path(model_dir).name} on {split}"):
+        for old in (result_file, Path(model_dir) / f"hyp.{split}.{data.tgt_lang}"):  # a failure leaves no result
+            old.unlink(missing_ok=True)
         model, tokenizer = load_model(model_dir)
-        ec = cfg.eval
-        evaluate_model(model, tokenizer, cfg.data, split, cfg.decode, ec.limit, model_dir, progress, ec.bleu_tokenize)
-    return json.loads(result_file.read_text(encoding="utf-8"))
+        result = evaluate_model(
+            model, tokenizer, data, split, cfg.decode, ec.limit, model_dir, progress, ec.bleu_tokenize
+        )
+        write_json(result_file, {**result, "made_from": record})  # the record last: a result is whole or absent
+    return read_json(result_file)
 
 
 # -- reports ---------------------------------------------------------------------------------------

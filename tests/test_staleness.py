@@ -1,0 +1,133 @@
+"""A stage's output is valid only for the inputs that made it: `mosnas run` (and the stage commands) redo an
+output whose recorded inputs changed, say why in one line, and trust nothing a failed stage left."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mosnas.cli import main
+from mosnas.errors import DataError
+from mosnas.pipeline import run
+from mosnas.records import read_json
+
+DERIVED = ("latency", "search", "export", "finetune")
+
+
+def _outputs(run_dir: Path) -> dict[str, int]:
+    """mtime (ns) of every stage output (not the report, which every call rebuilds)."""
+    return {
+        str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+        for d in DERIVED
+        for p in sorted((run_dir / d).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _rows(results: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in results["results"]}
+
+
+def test_changed_inputs_redo_exactly_what_read_them(tiny_cfg, capsys):
+    cfg = tiny_cfg()
+    run_dir = cfg.run_dir
+    first = run(cfg, progress=False)
+    searched = next(r for r in first["results"] if r["kind"] == "search")
+    budget = searched["name"]
+
+    # A plain re-run redoes nothing.
+    before = _outputs(run_dir)
+    capsys.readouterr()
+    again = run(cfg, progress=False)
+    assert _outputs(run_dir) == before and "redone" not in capsys.readouterr().err
+    assert [r["bleu"] for r in again["results"]] == [r["bleu"] for r in first["results"]]
+
+    # A tighter parameter budget than the old winner: searched again under the same budget name, and the
+    # winner respects it (the old code returned the old winner, its JSON still saying max_params: 0).
+    smallest = _rows(first)["smallest"]["parameters"]
+    limit = (smallest + searched["parameters"]) // 2
+    assert smallest < limit < searched["parameters"]
+    tight = run(tiny_cfg(f"search.max_params={limit}"), progress=False)
+    err = capsys.readouterr().err
+    assert f"search {budget}: redone (search.max_params changed 0 -> {limit})" in err
+    found = read_json(run_dir / "search" / f"{budget}.json")
+    assert found["max_params"] == limit and found["made_from"]["search"]["max_params"] == limit
+    row = _rows(tight)[budget]
+    assert row["parameters"] <= limit and row["max_params"] == limit
+    assert read_json(run_dir / "export" / budget / "arch.json") == found["evolution"]["arch"]
+    # the reference subnets did not depend on the search budget: not redone
+    assert (run_dir / "export" / "largest" / "export.json").stat().st_mtime_ns == before["export/largest/export.json"]
+
+    # Changed decode and eval settings re-score every subnet (and nothing upstream of the scores).
+    before = _outputs(run_dir)
+    scored = run(
+        tiny_cfg(f"search.max_params={limit}", "decode.beam=1", "eval.limit=5", "eval.bleu_tokenize=char"),
+        progress=False,
+    )
+    assert "evaluation of largest on test_2016_flickr: redone (decode.beam changed 2 -> 1" in capsys.readouterr().err
+    for r in scored["results"]:
+        assert r["beam"] == 1 and r["sentences"] == 5 and "tok:char" in r["bleu_signature"], r["name"]
+        ev = read_json(run_dir / "export" / r["name"] / "eval.test_2016_flickr.json")
+        assert ev["made_from"]["eval"] == {"limit": 5, "bleu_tokenize": "char"}
+    unchanged = [k for k in before if "eval." not in k and "hyp." not in k]
+    assert all(_outputs(run_dir)[k] == before[k] for k in unchanged)
+
+
+def test_latency_command_measures_the_samples_it_is_asked_for(tiny_cfg, capsys):
+    cfg = tiny_cfg()
+    run(cfg, progress=False)
+    samples_file = cfg.run_dir / "latency" / "samples.jsonl"
+    old = samples_file.read_text().splitlines()
+    assert main(["search", str(cfg.run_dir), "--latency-ms", "1000", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["latency", str(cfg.run_dir), "--samples", "14", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "latency predictor: redone (latency.num_samples changed 12 -> 14)" in out.err
+    report = read_json(cfg.run_dir / "latency" / "report.json")
+    assert report["train_samples"] + report["heldout_samples"] == 14
+    assert "held-out (3 archs, trained on 11)" in out.out
+    new = samples_file.read_text().splitlines()
+    assert len(new) == 14 and new[:12] == old  # the arch list is seeded: only the missing 2 were measured
+    # A search under a latency budget reads the predictor: refitted, its old result is stale.
+    assert main(["search", str(cfg.run_dir), "--latency-ms", "1000", "--quiet"]) == 0
+    assert "search latency-1000ms: redone (predictor.latency.num_samples changed 12 -> 14)" in capsys.readouterr().err
+    # Fewer samples: a prefix of those measured, nothing measured again.
+    assert main(["latency", str(cfg.run_dir), "--samples", "10", "--quiet"]) == 0
+    assert read_json(cfg.run_dir / "latency" / "report.json")["heldout_samples"] == 2
+    assert samples_file.read_text().splitlines() == new
+    # A timing setting makes every sample stale: all measured again.
+    run(tiny_cfg("latency.repeats=3"), progress=False)
+    assert "latency samples: redone (latency.repeats changed 2 -> 3)" in capsys.readouterr().err
+    remeasured = [json.loads(x) for x in samples_file.read_text().splitlines()]
+    assert len(remeasured) == 12 and all(s["settings"]["repeats"] == 3 for s in remeasured)
+
+
+def test_force_with_another_generator_leaves_nothing_of_the_old_supernet(tiny_cfg):
+    cfg = tiny_cfg()
+    run(cfg, progress=False)
+    old = _outputs(cfg.run_dir)
+    shared = tiny_cfg("supernet.generator=shared")
+    results = run(shared, force=True, progress=False)
+    new = _outputs(cfg.run_dir)
+    assert all(new.get(k, 0) > t for k, t in old.items() if k in new)  # everything there was made again
+    checkpoint = json.loads(sorted((cfg.run_dir / "checkpoints").glob("ckpt-*/state.json"))[-1].read_text())
+    assert results["generator"] == "shared"
+    for r in results["results"]:
+        made = read_json(cfg.run_dir / "export" / r["name"] / "export.json")
+        assert made["generator"] == "shared" and made["made_from"]["checkpoint"] == {
+            "step": checkpoint["step"],
+            "model_sha256": checkpoint["sha256"]["model.safetensors"],
+        }
+    assert read_json(cfg.run_dir / "latency" / "report.json")["made_from"]["checkpoint"]["step"] == checkpoint["step"]
+
+
+def test_a_failed_evaluation_leaves_nothing_trusted(tiny_cfg):
+    cfg = tiny_cfg()
+    run(cfg, progress=False)
+    with pytest.raises(DataError):
+        run(tiny_cfg("eval.split=test_missing"), progress=False)
+    assert not (cfg.run_dir / "results.json").exists() and not (cfg.run_dir / "summary.md").exists()
+    assert not list((cfg.run_dir / "export").rglob("eval.test_missing.json"))
+    fixed = run(tiny_cfg("eval.split=val"), progress=False)
+    assert {r["split"] for r in fixed["results"]} == {"val"}
+    assert (cfg.run_dir / "results.json").is_file()
