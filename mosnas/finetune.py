@@ -18,7 +18,7 @@ from mosnas.errors import CheckpointError
 from mosnas.export import ensure_export
 from mosnas.family import Family, family_of
 from mosnas.records import fresh, made_from, read_json, write_json
-from mosnas.run import RunDir, load_run, read_log, remove
+from mosnas.run import RunDir, load_run, needs_training, read_log, remove
 from mosnas.train import train
 
 
@@ -112,7 +112,7 @@ def finetune(
     _start_afresh_unless_same(cfg, model_dir, scratch)
     if scratch:
         scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed, family_of(cfg.family))
-    run_dir = train(cfg, resume=True, show_progress=progress)
+    run_dir = train(cfg, resume=True, show_progress=progress) if needs_training(cfg) else cfg.run_dir
     loaded = load_run(run_dir)
     arch = loaded.space.parse_arch(str(model_dir / "arch.json"))
     export = RunDir(run_dir).exports

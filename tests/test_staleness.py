@@ -10,6 +10,7 @@ from mosnas.cli import main
 from mosnas.errors import DataError
 from mosnas.pipeline import run
 from mosnas.records import read_json
+from mosnas.train import train
 
 DERIVED = ("latency", "search", "export", "finetune")
 
@@ -131,3 +132,43 @@ def test_a_failed_evaluation_leaves_nothing_trusted(tiny_cfg):
     fixed = run(tiny_cfg("eval.split=val"), progress=False)
     assert {r["split"] for r in fixed["results"]} == {"val"}
     assert (cfg.run_dir / "results.json").is_file()
+
+
+def test_more_training_makes_every_derived_output_stale(tiny_cfg, capsys):
+    cfg = tiny_cfg()
+    run(cfg, progress=False)
+    train(tiny_cfg("train.max_steps=8"), resume=True, show_progress=False)
+    capsys.readouterr()
+    # a stage command refuses the predictor of the old checkpoint (one line) rather than searching with it
+    assert main(["search", str(cfg.run_dir), "--latency-ms", "1000", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mosnas: error: the latency predictor is stale (checkpoint step changed 6 -> 8)")
+    assert len(err.splitlines()) == 1
+    results = run(tiny_cfg("train.max_steps=8"), progress=False)
+    assert results["steps"] == 8
+    for r in results["results"]:
+        assert read_json(cfg.run_dir / "export" / r["name"] / "export.json")["made_from"]["checkpoint"]["step"] == 8
+    assert read_json(cfg.run_dir / "latency" / "report.json")["made_from"]["checkpoint"]["step"] == 8
+    assert "latency predictor: redone (checkpoint.step changed 6 -> 8" in capsys.readouterr().err
+
+
+def test_finetune_folders_follow_their_inputs(tiny_cfg, capsys):
+    settings = ("finetune.steps=2", "finetune.valid_every=1", "finetune.valid_bleu=4")
+    cfg = tiny_cfg(*settings)
+    first = run(cfg, progress=False)
+    tuned = next(r for r in first["results"] if r["kind"] == "finetuned")
+    budget = tuned["name"].split(" ")[0]
+    log = cfg.run_dir / "finetune" / budget / "train_log.jsonl"
+    trained_at, before = log.stat().st_mtime_ns, _outputs(cfg.run_dir)
+    run(cfg, progress=False)  # a plain re-run touches nothing, fine-tuning included
+    assert _outputs(cfg.run_dir) == before
+    capsys.readouterr()
+    # decode settings re-score the fine-tuned model, not fine-tune it again
+    rescored = run(tiny_cfg(*settings, "decode.beam=1"), progress=False)
+    assert log.stat().st_mtime_ns == trained_at and "finetune" not in capsys.readouterr().err
+    assert all(r["beam"] == 1 for r in rescored["results"])
+    # another recipe: the folder is redone, not refused as "a different run"
+    again = run(tiny_cfg(*settings, "decode.beam=1", "finetune.lr=0.001"), progress=False)
+    assert f"finetune {budget}: redone (config.train.lr changed 0.0005 -> 0.001)" in capsys.readouterr().err
+    assert log.stat().st_mtime_ns > trained_at
+    assert len([r for r in again["results"] if r["kind"] == "finetuned"]) == 1
