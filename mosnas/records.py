@@ -50,7 +50,7 @@ def _short(v: Any) -> str:
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'key changed A -> B' for every input that differs (dotted keys, e.g. search.max_params)."""
     a, b = _flatten(old), _flatten(new)
-    keys = [k for k in b if a.get(k, "?") != b[k]] + [k for k in a if k not in b]
+    keys = [k for k in b if k not in a or a[k] != b[k]] + [k for k in a if k not in b]
     return [f"{k} changed {_short(a.get(k, '-'))} -> {_short(b.get(k, '-'))}" for k in keys]
 
 
