@@ -74,3 +74,15 @@ def tiny_run_dir(tmp_path_factory) -> Path:
         [f"out_dir={out}", f"data.dir={DATA}", f"supernet.space={TINY_SPACE}", "train.max_steps=8"],
     )
     return train(cfg, show_progress=False)
+
+
+def torchrun_train(out_dir, *overrides: str, timeout: int = 600):
+    """`torchrun --standalone --nproc_per_node=2 -m mosnas train configs/tiny.yaml` (gloo, 1 thread each)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mosnas"]
+    cmd += ["train", str(ROOT / "configs" / "tiny.yaml"), f"out_dir={out_dir}", f"data.dir={DATA}", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*cmd, "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)

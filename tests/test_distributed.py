@@ -1,8 +1,6 @@
 """DDP: 2 ranks x batch B make the same update as 1 process with batch 2B (gloo, CPU)."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from mosnas.mt.space import load_space
 from mosnas.mt.task import train_step
 from mosnas.supernet import Supernet
 from mosnas.train import step_archs
-from tests.conftest import DATA, ROOT, TINY_SPACE
+from tests.conftest import DATA, TINY_SPACE, torchrun_train
 
 
 def _setup(spm_path):
@@ -73,23 +71,7 @@ def test_two_ranks_equal_one_process_with_double_batch(tmp_path, spm_model):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_train(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "mosnas",
-        "train",
-        "configs/tiny.yaml",
-        f"out_dir={tmp_path}",
-        f"data.dir={DATA}",
-        "train.max_steps=4",
-        "--quiet",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    result = torchrun_train(tmp_path, "train.max_steps=4")
     assert result.returncode == 0, result.stderr[-2000:]
     import json
 

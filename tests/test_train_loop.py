@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
 from mosnas.config import load_config
 from mosnas.train import lr_lambda, train
-from tests.conftest import DATA, ROOT, TINY_SPACE
+from tests.conftest import DATA, ROOT, TINY_SPACE, torchrun_train
 
 TINY = ROOT / "configs" / "tiny.yaml"
 
@@ -86,26 +86,9 @@ def test_update_freq_accumulates_the_same_global_batch_as_two_ranks(tmp_path):
 def test_torchrun_time_budget_stops_every_rank_together(tmp_path):
     # Rank 0 validates after every step while rank 1 waits in the next collective: with per-rank clocks
     # rank 1 reached the budget first and left rank 0 alone in a collective, a hang (no progress for 55 s).
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "mosnas",
-        "train",
-        str(TINY),
-        f"out_dir={tmp_path}",
-        f"data.dir={DATA}",
-        "train.max_steps=100000",
-        "train.max_minutes=0.04",
-        "train.valid_every=1",
-        "train.ckpt_every=1000",
-        "--quiet",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    result = torchrun_train(
+        tmp_path, "train.max_steps=100000", "train.max_minutes=0.04", "train.valid_every=1", "train.ckpt_every=1000"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("trained supernet saved") == 2  # both ranks left the loop and finished
     ckpts = list_checkpoints(tmp_path / "tiny")
