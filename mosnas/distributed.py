@@ -62,6 +62,15 @@ class Distributed:
             dist.all_reduce(t)
         return t
 
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (e.g. the precision: ranks probing at the same time on shared
+        cores could otherwise choose differently and train in different precisions)."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def any(self, flag: bool) -> bool:
         """True if `flag` is true on any rank: every stop decision is made by all ranks together."""
         return bool(self.sum(torch.tensor([1.0 if flag else 0.0], device=self.device)).item() > 0)

@@ -227,8 +227,9 @@ def needs_training(cfg: Config) -> bool:
     ckpts = list_checkpoints(cfg.run_dir)
     if not ckpts:
         return True
-    timed = [r for r in read_log(cfg.run_dir) if "elapsed_s" in r]
-    spent = bool(cfg.train.max_minutes) and bool(timed) and timed[-1]["elapsed_s"] >= cfg.train.max_minutes * 60
+    # the clock of the newest checkpoint itself: the log holds it only every log_every steps
+    elapsed = read_json(ckpts[-1] / "state.json").get("elapsed", 0.0)
+    spent = bool(cfg.train.max_minutes) and elapsed >= cfg.train.max_minutes * 60
     return checkpoint_step(ckpts[-1]) < cfg.train.max_steps and not spent
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     ddp.barrier()
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    precision = resolve_precision(tc.precision, ddp.device, "train.precision")
+    precision = ddp.from_main(resolve_precision(tc.precision, ddp.device, "train.precision"))
     space = family.load_space(cfg.supernet.space)
     fixed = space.parse_arch(tc.fixed_arch) if tc.sampling == "fixed" else None
     task = family.task(cfg, cfg.run_dir, space, fixed, ddp.device, precision)
@@ -100,8 +101,15 @@ class Trainer:
         self.sched.load_state_dict(meta["scheduler"])
         set_rng_state(extra, meta["rng"])
         self.step, self.epoch, self.position, self.elapsed = (meta[k] for k in ("step", "epoch", "position", "elapsed"))
+        before = meta.get("precision", {}).get("precision")
         if self.ddp.main:
             truncate_log(self.run.log, self.step)
+            if before and before != self.precision.name:  # e.g. moved to a machine where bf16 is emulated
+                print(
+                    f"mosnas: warning: resuming step {self.step} in {self.precision.name}, trained so far in "
+                    f"{before}: the continuation is not bit-identical to an uninterrupted run",
+                    file=sys.stderr,
+                )
 
     def checkpoint(self) -> Path | None:
         if not self.ddp.main:

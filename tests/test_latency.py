@@ -167,3 +167,13 @@ def test_auto_latency_precision_is_decided_by_the_workload():
         assert workload_precision("auto", cpu, 1, time_in(10.0, 6.0)).name == "bf16"
     else:  # emulated bf16 is ruled out by the probe alone, without timing the workload in it
         assert auto.name == "fp32" and not calls
+
+
+def test_zero_latency_threads_mean_one(space):
+    from mosnas import mt
+    from mosnas.config import LatencyConfig
+
+    model = make_supernet(space, "shared").export(space.smallest())
+    lc = LatencyConfig(threads=0, src_len=6, tgt_len=6, beam=2, warmup=0, repeats=2)
+    sample = mt.time_model(model, lc, torch.device("cpu"), torch.float32)
+    assert sample["latency_ms"] > 0 and sample["device"]["threads"] == 1

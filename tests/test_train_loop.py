@@ -127,3 +127,13 @@ def test_wmt14_config_is_hats_recipe():
     assert (tc.schedule, tc.warmup, tc.max_steps, tc.lr, tc.min_lr) == ("cosine", 10000, 40000, 1e-3, 1e-7)
     assert 8 * cfg.data.max_tokens * tc.update_freq == 524_288  # ~0.5M tokens per update on 8 GPUs
     assert (tc.betas, tc.clip_norm, tc.weight_decay) == ((0.9, 0.98), 0.0, 0.0)
+
+
+def test_a_run_that_spent_its_wall_budget_is_finished(tmp_path):
+    # The step that crosses max_minutes is rarely a logged one (log_every): the checkpoint's own clock decides.
+    from mosnas.run import needs_training
+
+    cfg = _cfg(tmp_path, "train.max_steps=100000", "train.max_minutes=0.01", "train.log_every=1000")
+    train(cfg, show_progress=False)
+    assert not any('"elapsed_s"' in x for x in (tmp_path / "tiny" / "train_log.jsonl").read_text().splitlines())
+    assert not needs_training(cfg)  # a re-run of `mosnas run` does not reopen it

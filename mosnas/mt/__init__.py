@@ -128,7 +128,8 @@ def time_model(
 ) -> dict[str, Any]:
     """A latency sample of an exported model: HAT's protocol (one sentence, beam search) with `latency` settings."""
     repeats = lc.repeats if repeats is None else repeats
-    return measure_latency(model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, repeats, device, lc.threads, dtype)
+    threads = max(lc.threads, 1)  # latency.threads=0 means 1
+    return measure_latency(model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, repeats, device, threads, dtype)
 
 
 def save_model(model: Transformer, out: str | Path, run_dir: Path, arch: Arch, info: dict[str, Any]) -> Path:
