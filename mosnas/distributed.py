@@ -71,9 +71,11 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def any(self, flag: bool) -> bool:
-        """True if `flag` is true on any rank: every stop decision is made by all ranks together."""
-        return bool(self.sum(torch.tensor([1.0 if flag else 0.0], device=self.device)).item() > 0)
+    def any(self, *flags: bool) -> list[bool]:
+        """For each flag, whether it is true on any rank (one all-reduce): every stop decision, and its
+        reason, is the same on all ranks."""
+        t = self.sum(torch.tensor([1.0 if f else 0.0 for f in flags], device=self.device))
+        return [v > 0 for v in t.tolist()]
 
 
 def sum_gradients(params: list[torch.nn.Parameter], dist_: Distributed) -> None:

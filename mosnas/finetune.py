@@ -78,6 +78,9 @@ def finetune_config(
     return replace(run_cfg, name=name, out_dir=str(out_dir), supernet=sn, train=tc).validate()
 
 
+BOOKKEEPING = ("log_every", "ckpt_every", "keep_last", "threads", "tensorboard")
+
+
 def _start_afresh_unless_same(cfg: Config, model_dir: Path, scratch: bool) -> None:
     """A fine-tuning folder continues only the run its record says (the training recipe and the exported
     model it starts from); one made from other inputs is removed and redone, not refused as another run.
@@ -85,6 +88,8 @@ def _start_afresh_unless_same(cfg: Config, model_dir: Path, scratch: bool) -> No
     source = model_dir / "export.json"
     upstream = read_json(source).get("made_from") if source.is_file() else None
     sections = {k: v for k, v in cfg.to_dict().items() if k in ("family", "data", "supernet", "train")}
+    for key in BOOKKEEPING:  # how often to log or keep checkpoints, threads: they change no result
+        sections["train"].pop(key, None)
     record = made_from(config=sections, scratch=scratch, model=upstream)
     marker = cfg.run_dir.with_name(f"{cfg.name}.json")
     if not fresh(marker, record, f"finetune {cfg.name}"):

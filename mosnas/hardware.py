@@ -9,7 +9,6 @@ a bf16 matmul is clearly faster than fp32, else fp32.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import platform
 import sys
@@ -122,10 +121,6 @@ class Precision:
     @property
     def dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.bf16 else torch.float32
-
-    def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
-        """bf16 autocast on `device` when this precision is bf16, else a no-op context."""
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.name, "requested": self.requested, "reason": self.reason, **self.probe}

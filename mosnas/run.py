@@ -128,10 +128,8 @@ def environment() -> dict[str, Any]:
         "git_commit": _git_commit(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),  # torch's intra-op threads when the run started (cores: see above)
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

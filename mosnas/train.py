@@ -193,8 +193,12 @@ class Trainer:
                     # One collective decision per step (each rank's own clock would part them: ranks that
                     # wait for rank 0's validation reach the budget first and leave it alone in a collective).
                     over_time = bool(tc.max_minutes) and self.elapsed >= tc.max_minutes * 60
-                    if ddp.any(over_time or signals.received is not None):
-                        stop_reason = signals.received or "max_minutes"
+                    late, signalled = ddp.any(over_time, signals.received is not None)
+                    if signalled:  # a rank that did not get the signal stops as the one that did
+                        stop_reason = signals.received or "a signal to another rank"
+                        break
+                    if late:
+                        stop_reason = "max_minutes"
                         break
                     grad_norm, dt = self._update()
                     bar.update(min(dt, bar.total - bar.n) if tc.max_minutes else 1)
@@ -275,7 +279,7 @@ class Trainer:
         if self.writer:
             self.writer.close()
         self.ddp.barrier()
-        if stop_reason in ("SIGINT", "SIGTERM"):
+        if stop_reason not in (None, "max_minutes"):
             raise TrainingError(
                 f"stopped by {stop_reason} at step {self.step}; checkpoint saved; continue with --resume"
             )

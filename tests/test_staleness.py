@@ -167,6 +167,9 @@ def test_finetune_folders_follow_their_inputs(tiny_cfg, capsys):
     rescored = run(tiny_cfg(*settings, "decode.beam=1"), progress=False)
     assert log.stat().st_mtime_ns == trained_at and "finetune" not in capsys.readouterr().err
     assert all(r["beam"] == 1 for r in rescored["results"])
+    # bookkeeping (how often to log, threads) changes no result: nothing is fine-tuned again
+    run(tiny_cfg(*settings, "decode.beam=1", "train.log_every=1", "train.threads=2"), progress=False)
+    assert log.stat().st_mtime_ns == trained_at and "finetune" not in capsys.readouterr().err
     # another recipe: the folder is redone, not refused as "a different run"
     again = run(tiny_cfg(*settings, "decode.beam=1", "finetune.lr=0.001"), progress=False)
     assert f"finetune {budget}: redone (config.train.lr changed 0.0005 -> 0.001)" in capsys.readouterr().err
