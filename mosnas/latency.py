@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.hardware import Precision, cpu_flags, cpu_name, resolve_precision
+from mosnas.records import write_text
 from mosnas.space import Arch, Schema, Space
 from mosnas.stats import prediction_errors
 
@@ -129,11 +130,7 @@ def measure_archs(
 
 def write_samples(samples: list[dict[str, Any]], path: str | Path) -> None:
     """Write latency samples as JSON lines (atomically: a stopped run keeps the previous file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
-    tmp.replace(path)
+    write_text(Path(path), "".join(json.dumps(s) + "\n" for s in samples))
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:

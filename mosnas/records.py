@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json(path: Path, obj: Any, indent: int = 1) -> None:
-    """Write JSON atomically: a stopped run keeps the previous file, never half of a new one."""
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: a stopped run keeps the previous file, never half of a new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_json(path: Path, obj: Any, indent: int = 1) -> None:
+    """Write JSON atomically (see write_text)."""
+    write_text(path, json.dumps(obj, indent=indent))
 
 
 def read_json(path: Path) -> Any:

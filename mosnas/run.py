@@ -21,7 +21,7 @@ from mosnas.config import Config, config_from_dict
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.family import Family, family_of
 from mosnas.hardware import Precision, machine
-from mosnas.records import read_json, write_json  # noqa: F401 (the run folder's JSON, atomic)
+from mosnas.records import read_json, write_json, write_text  # noqa: F401 (the run folder's JSON, atomic)
 from mosnas.space import Space
 from mosnas.supernet import Supernet
 
@@ -105,9 +105,7 @@ def truncate_log(path: Path, step: int) -> None:
             continue
         if record.get("step", 0) <= step:
             kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, "".join(x + "\n" for x in kept))
 
 
 def _git_commit() -> str:
