@@ -39,26 +39,25 @@ FLAGS_OF_INTEREST = (
 MIN_BF16_SPEEDUP = 1.2
 
 
-def cpu_flags() -> list[str]:
-    """The CPU feature flags of interest that this machine has (from /proc/cpuinfo; [] where unknown)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first `field` line of /proc/cpuinfo (None where there is no such file or line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in FLAGS_OF_INTEREST if f in have]
-    except OSError:
-        pass
-    return []
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_flags() -> list[str]:
+    """The CPU feature flags of interest that this machine has (from /proc/cpuinfo; [] where unknown)."""
+    have = set((_cpuinfo("flags") or "").split())
+    return [f for f in FLAGS_OF_INTEREST if f in have]
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def native_bf16_cpu() -> bool:

@@ -52,7 +52,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
     ddp.barrier()
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    precision = ddp.from_main(resolve_precision(tc.precision, ddp.device, "train.precision"))
+    # rank 0 probes alone (ranks probing at once on shared cores would measure each other) and tells the rest
+    precision = ddp.from_main(resolve_precision(tc.precision, ddp.device, "train.precision") if ddp.main else None)
     space = family.load_space(cfg.supernet.space)
     fixed = space.parse_arch(tc.fixed_arch) if tc.sampling == "fixed" else None
     task = family.task(cfg, cfg.run_dir, space, fixed, ddp.device, precision)
