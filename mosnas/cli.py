@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import typing
 
 from mosnas import tune_malloc
+
+COMMAND_MODULES: tuple[str, ...] = ()  # modules whose add_commands(sub) adds more subcommands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--tgt-lang", default=setting_default("data.tgt_lang"))
     _setting(ev, "--limit", "eval.limit", help="only the first N sentences")
     _setting(ev, "--tokenize", "eval.bleu_tokenize", help="sacreBLEU tokenizer (default: by --tgt-lang)")
+    for name in COMMAND_MODULES:  # each adds its subcommands, with set_defaults(handler=fn(args) -> exit code)
+        importlib.import_module(name).add_commands(sub)
     return p
 
 
@@ -143,6 +148,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
     import json
     from pathlib import Path
 
@@ -170,13 +177,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run = load_run(args.run)
         arch = run.space.parse_arch(args.arch)
-        name = (
-            args.arch
-            if args.arch in ("largest", "smallest")
-            else Path(args.arch).stem
-            if not args.arch.lstrip().startswith("{")
-            else "arch"
-        )
+        literal = args.arch in ("largest", "smallest") or args.arch.lstrip().startswith("{")
+        name = ("arch" if args.arch.lstrip().startswith("{") else args.arch) if literal else Path(args.arch).stem
         out = export_arch(run, arch, args.out or RunDir(Path(args.run)).export(name))
         print(f"exported {json.loads((out / 'export.json').read_text())['parameters']:,} parameters to {out}")
         return 0
