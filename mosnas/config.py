@@ -165,6 +165,30 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class GlueConfig:
+    """GLUE fine-tuning of a Hugging Face BERT folder (mosnas.glue): the recipe and its seeded subsets."""
+
+    data: str = "../shared/data/glue"  # one folder per task: train.tsv[.gz], dev.tsv[.gz] (GLUE's layout)
+    tasks: tuple[str, ...] = ("SST-2", "STS-B")  # what a pipeline's GLUE stage fine-tunes
+    epochs: float = num(3.0, gt=0)
+    lr: float = num(5e-5, gt=0)  # peak AdamW learning rate
+    lr_sweep: tuple[float, ...] = num((), gt=0)  # several lrs: each one fine-tuned, the best dev score kept
+    batch_size: int = num(32, gt=0)
+    max_seq_len: int = num(128, gt=0)  # WordPiece tokens per example (pair included), longer ones truncated
+    warmup: float = num(0.1, ge=0, lt=1)  # fraction of the steps with linear warm-up, then linear decay to 0
+    weight_decay: float = num(0.01, ge=0)  # AdamW's, not on biases and LayerNorm weights
+    train_limit: int = num(0, ge=0)  # a seeded random subset of N training examples (0: all)
+    dev_limit: int = num(0, ge=0)  # a seeded random subset of N dev examples (0: all)
+    seed: int = num(1, **SEED)  # seeds the subsets, and the fine-tuning unless seeds is given
+    seeds: tuple[int, ...] = num((), **SEED)  # fine-tune once per seed and report mean and std
+    kd_teacher: str = ""  # a classifier folder fine-tuned on the same task (`mosnas glue --save`); "": no KD
+    kd_alpha: float = num(0.5, ge=0, le=1)  # loss = (1 - kd_alpha) hard + kd_alpha soft
+    kd_temperature: float = num(1.0, gt=0)
+    precision: str = one_of("auto", PRECISIONS)  # auto | fp32 | bf16
+    threads: int = num(0, ge=0)  # torch intra-op threads; 0: torch's default
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "run"
     out_dir: str = "runs"
@@ -177,6 +201,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    glue: GlueConfig = field(default_factory=GlueConfig)
 
     @property
     def run_dir(self) -> Path:
