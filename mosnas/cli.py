@@ -5,48 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import typing
+from importlib.metadata import version
 
 from mosnas import tune_malloc
+from mosnas.cli_args import _Parser, _setting, lock_written_run, quiet_exit
 
-COMMAND_MODULES: tuple[str, ...] = ()  # modules whose add_commands(sub) adds more subcommands
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one `mosnas: error:` line (a ConfigError), not a usage block."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        from mosnas.errors import ConfigError
-
-        raise ConfigError(f"{message} (see `{self.prog} --help`)")
-
-
-class _Setting:
-    """The argparse type of an option that stands for a config setting: converted and checked as that
-    setting is declared (type, range, choices), so the option has the same valid values as the config."""
-
-    def __init__(self, key: str, option: str):
-        self.key, self.option = key, option
-
-    def __call__(self, text: str) -> typing.Any:
-        from mosnas.config import parse_setting
-
-        return parse_setting(self.key, text, self.option)  # a ConfigError: one line, before any work
-
-    def __repr__(self) -> str:
-        return f"setting {self.key}"
-
-
-def _setting(sp: argparse.ArgumentParser, option: str, key: str, **kw: typing.Any) -> None:
-    """Add `option` for the config setting `key`: its type and valid values, and its default unless given."""
-    from mosnas.config import setting_default
-
-    kw.setdefault("default", setting_default(key))
-    sp.add_argument(option, type=_Setting(key, option), **kw)
+COMMAND_MODULES: tuple[str, ...] = ("mosnas.reference",)  # modules whose add_commands(sub) adds more subcommands
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mosnas", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mosnas {version('mosnas')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
@@ -120,16 +89,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     tune_malloc()  # before torch is imported
-    from mosnas.errors import MosnasError
+    from mosnas.errors import Interrupted, MosnasError
 
     try:
-        return _dispatch(_parse(argv))  # every option is checked while parsing: before any work
+        args = _parse(argv)  # every option is checked while parsing: before any work
+        lock_written_run(args)  # one writer per run folder
+        return _dispatch(args)
+    except Interrupted as e:  # stopped by a signal after saving its work: not an error of the input
+        print(f"mosnas: {e}", file=sys.stderr)
+        return e.exit_code
     except MosnasError as e:
         print(f"mosnas: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mosnas: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, BrokenPipeError) as e:
+        return quiet_exit(e)
     except OSError as e:  # disk full, permissions: name the file, never a traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"mosnas: error: {e.strerror or e}{where}", file=sys.stderr)

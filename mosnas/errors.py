@@ -31,3 +31,12 @@ class BudgetError(MosnasError):
 
 class PredictorError(MosnasError):
     pass
+
+
+class Interrupted(TrainingError):
+    """Work stopped by a signal (Ctrl-C, SIGTERM) after saving what it had; the command line exits
+    128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a killed command."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130

@@ -4,23 +4,21 @@ and loading a trained run back (the supernet of its newest checkpoint)."""
 from __future__ import annotations
 
 import json
-import platform
 import shutil
-import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-import mosnas
 from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
 from mosnas.config import Config, config_from_dict
+from mosnas.environment import environment
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.family import Family, family_of
-from mosnas.hardware import Precision, machine
+from mosnas.hardware import Precision
+from mosnas.lock import LOCK_NAME, lock_run, unlock_run
 from mosnas.records import read_json, write_json, write_text  # noqa: F401 (the run folder's JSON, atomic)
 from mosnas.space import Space
 from mosnas.supernet import Supernet
@@ -108,30 +106,6 @@ def truncate_log(path: Path, step: int) -> None:
     write_text(path, "".join(x + "\n" for x in kept))
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def environment() -> dict[str, Any]:
-    """What a run ran with: machine, package version and git commit, torch, Python, date."""
-    return {
-        **machine(),
-        "mosnas": mosnas.__version__,
-        "git_commit": _git_commit(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "threads": torch.get_num_threads(),  # torch's intra-op threads when the run started (cores: see above)
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def record_precision(run_dir: Path, precision: Precision) -> None:
     """Store the precision this (part of the) run trained in, and why, in environment.json."""
     path = RunDir(run_dir).environment
@@ -171,7 +145,11 @@ def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
         old = _flatten(config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}).to_dict())
         new = _flatten(cfg.to_dict())
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
-        if force:  # the old supernet and everything made from it
+        started = run.log.exists() or run.checkpoints.exists() or any(p.exists() for p in run.derived())
+        if changed and not started:  # a command that failed before training: nothing of it to keep
+            for name in family_of(cfg.family).RUN_FILES:
+                remove(run.root / name)
+        elif force:  # the old supernet and everything made from it
             for path in (
                 run.checkpoints,
                 run.log,
@@ -188,12 +166,13 @@ def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
             raise ConfigError(
                 f"{run.root} already holds a trained run; pass --resume to continue it or --force to start over"
             )
-    elif run.root.exists() and any(run.root.iterdir()) and not force:
+    elif run.root.exists() and any(p.name != LOCK_NAME for p in run.root.iterdir()) and not force:
         raise ConfigError(f"{run.root} exists and is not a mosnas run; choose another name or pass --force")
 
 
 def adopt_config(cfg: Config) -> None:
     """Continue a trained run with `cfg`: refused when it is another run; its stage settings become the run's."""
+    lock_run(cfg.run_dir)
     _refuse_other_run(cfg, resume=True, force=False)
     RunDir(cfg.run_dir).config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
@@ -202,14 +181,22 @@ def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
     """Create the run folder with its config, space and environment; refuse to mix two different runs."""
     space = check_inputs(cfg)
     run = RunDir(cfg.run_dir)
-    _refuse_other_run(cfg, resume, force)
+    created = not run.root.exists()
     try:
         run.root.mkdir(parents=True, exist_ok=True)
+        lock_run(run.root)  # one writer per folder: before anything in it is read or written
         probe = run.root / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"cannot write to run directory {run.root}: {e.strerror}") from None
+    try:
+        _refuse_other_run(cfg, resume, force)
+    except ConfigError:
+        if created:  # refused before any work: leave nothing behind
+            unlock_run(run.root)
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
     run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     run.space.write_text(yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")
     write_json(run.environment, environment())

@@ -4,6 +4,7 @@ YAML without implicit typing, dotted overrides, and building frozen dataclasses 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import typing
@@ -87,11 +88,31 @@ def check_field(key: str, f: dataclasses.Field, value: Any) -> None:
         f.metadata["bounds"].check(key, value)
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         allowed = ", ".join(repr(c) if not c else c for c in f.metadata["choices"])
-        raise ConfigError(f"{key}: unknown value {value!r}; expected one of {allowed}")
+        hint = did_you_mean(str(value), f.metadata["choices"])
+        raise ConfigError(f"{key}: unknown value {value!r}; expected one of {allowed}{hint}")
     if "pattern" in f.metadata:
         pattern, expected = f.metadata["pattern"]
         if not re.fullmatch(pattern, value):
             raise ConfigError(f"{key}: unknown value {value!r}; expected {expected}")
+
+
+def did_you_mean(word: str, options: typing.Iterable[str], prefix: str = "") -> str:
+    """'; did you mean train.lr?' for the closest of `options` to a mistyped `word` ('' if none is close)."""
+    close = difflib.get_close_matches(word, [o for o in options if o], n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+_SCALE = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}  # 30k, 0.5M, 1.2G: the forms reports print
+
+
+def _number(text: str) -> float:
+    """A number as a user writes it: '2e-4', '1,500,000', '30k', '0.5M', '1.2G' (k = 1e3, M = 1e6, G/B = 1e9).
+
+    Raises ValueError for anything else."""
+    text = text.strip().replace(",", "").replace("_", "")
+    if text and text[-1] in _SCALE:
+        return float(text[:-1]) * _SCALE[text[-1]]
+    return float(text)
 
 
 def plain(obj: Any) -> Any:
@@ -130,11 +151,11 @@ def convert(key: str, value: Any, typ: Any) -> Any:
             try:
                 return int(value) if not isinstance(value, float) else _integral(value)
             except ValueError:
-                return _integral(float(value))  # '1e3', '2.0'
+                return _integral(round(_number(value), 6))  # '1e3', '2.0', '30k', '0.5M'
         if typ is float:
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError
-            return float(value)
+            return _number(value) if isinstance(value, str) else float(value)
         if typ is str:
             if isinstance(value, str):
                 return value
@@ -169,7 +190,10 @@ def build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         where = f" in section '{prefix[:-1]}'" if prefix else ""
-        raise ConfigError(f"unknown config key{where}: {', '.join(prefix + u for u in unknown)}")
+        raise ConfigError(
+            f"unknown config key{where}: {', '.join(prefix + u for u in unknown)}"
+            + did_you_mean(str(unknown[0]), names, prefix)
+        )
     kwargs = {}
     for name, value in raw.items():
         typ = hints[name]

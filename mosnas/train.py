@@ -24,7 +24,7 @@ from mosnas.checkpoint import (
 )
 from mosnas.config import Config
 from mosnas.distributed import Distributed, StopSignals, sum_gradients
-from mosnas.errors import TrainingError
+from mosnas.errors import Interrupted, TrainingError
 from mosnas.family import Task, family_of
 from mosnas.hardware import Precision, resolve_precision
 from mosnas.run import (
@@ -211,7 +211,7 @@ class Trainer:
                         self.checkpoint()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, between two collectives
             path = self.checkpoint()
-            raise TrainingError(
+            raise Interrupted(
                 f"interrupted at step {self.step}; checkpoint saved to {path}; continue with --resume"
             ) from None
         finally:
@@ -281,6 +281,6 @@ class Trainer:
             self.writer.close()
         self.ddp.barrier()
         if stop_reason not in (None, "max_minutes"):
-            raise TrainingError(
-                f"stopped by {stop_reason} at step {self.step}; checkpoint saved; continue with --resume"
+            raise Interrupted(
+                f"stopped by {stop_reason} at step {self.step}; checkpoint saved; continue with --resume", stop_reason
             )

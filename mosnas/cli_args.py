@@ -1,0 +1,76 @@
+"""The command line's building blocks: one-line option errors, options that stand for config settings,
+the run-folder lock of commands that write into a run, and quiet exits on Ctrl-C and closed pipes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import typing
+from pathlib import Path
+
+WRITES_RUN = ("latency", "search", "export", "finetune")  # commands whose `run` argument they write into
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one `mosnas: error:` line (a ConfigError), not a usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        from mosnas.errors import ConfigError
+        from mosnas.settings import did_you_mean
+
+        hint = ""
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if bad:  # a mistyped command
+            hint = did_you_mean(bad.group(1), re.findall(r"[\w-]+", bad.group(2)))
+        elif message.startswith("unrecognized arguments:"):  # a mistyped option
+            subs = [p for a in self._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
+            options = [o for parser in (self, *subs) for a in parser._actions for o in a.option_strings]
+            hint = did_you_mean(message.split(":", 1)[1].split()[0].split("=")[0], options)
+        raise ConfigError(f"{message}{hint} (see `{self.prog} --help`)")
+
+
+class _Setting:
+    """The argparse type of an option that stands for a config setting: converted and checked as that
+    setting is declared (type, range, choices), so the option has the same valid values as the config."""
+
+    def __init__(self, key: str, option: str):
+        self.key, self.option = key, option
+
+    def __call__(self, text: str) -> typing.Any:
+        from mosnas.config import parse_setting
+
+        return parse_setting(self.key, text, self.option)  # a ConfigError: one line, before any work
+
+    def __repr__(self) -> str:
+        return f"setting {self.key}"
+
+
+def _setting(sp: argparse.ArgumentParser, option: str, key: str, **kw: typing.Any) -> None:
+    """Add `option` for the config setting `key`: its type and valid values, and its default unless given."""
+    from mosnas.config import setting_default
+
+    kw.setdefault("default", setting_default(key))
+    sp.add_argument(option, type=_Setting(key, option), **kw)
+
+
+def lock_written_run(args: argparse.Namespace) -> None:
+    """Take the lock of the run folder a command writes into (train/run lock theirs when they open it)."""
+    run = getattr(args, "run", None)
+    if args.command in WRITES_RUN and run and Path(run).is_dir():
+        from mosnas.lock import lock_run
+
+        lock_run(run)
+
+
+def quiet_exit(e: BaseException) -> int:
+    """Exit code and last words on Ctrl-C (130, with how to continue) or on a closed pipe (`| head`: quiet)."""
+    if isinstance(e, BrokenPipeError):
+        try:  # the reader is gone: drop what is buffered, so exiting does not raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+    print("mosnas: interrupted; running the same command again continues where it stopped", file=sys.stderr)
+    return 130

@@ -1,0 +1,138 @@
+"""A researcher's frictions: one writer per run folder, a failed start that leaves nothing in the way, help
+that suggests the right spelling, numbers as reports print them, the config reference, quiet pipes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mosnas.cli import main
+from mosnas.config import Config, load_config, parse_setting
+from mosnas.errors import ConfigError
+from mosnas.lock import LOCK_NAME, holder, lock_run
+from mosnas.reference import markdown, rows
+from mosnas.run import prepare_run_dir
+from tests.conftest import DATA, ROOT
+
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def _hold_lock(folder):
+    """Another process holding the folder's lock (it sleeps until killed)."""
+    code = f"from mosnas.lock import lock_run; lock_run({str(folder)!r}); print('locked', flush=True); input()"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"locked"
+    return proc
+
+
+def test_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    proc = _hold_lock(folder)
+    try:
+        rc = main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, err
+        assert f"pid {proc.pid}" in err[0] and "in use by" in err[0]
+        assert not (folder / "config.yaml").exists()  # nothing read or written by the refused writer
+        for command in (["latency", str(folder)], ["search", str(folder), "--latency-ms", "5"]):
+            assert main(command) == 2
+            assert "in use by" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lock_run(folder)  # the kernel released the killed holder's lock: no stale lock
+    assert f"pid {__import__('os').getpid()}" in holder(folder)
+
+
+def test_a_refused_start_leaves_no_folder_behind(tmp_path, capsys):
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "notes.txt").write_text("mine")  # a folder that is not a run
+    other = tmp_path / "other"
+    rc = main(["train", str(TINY), f"out_dir={tmp_path}", "name=tiny", f"data.dir={DATA}", "--quiet"])
+    assert rc == 2 and "is not a mosnas run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [LOCK_NAME, "notes.txt"]
+    assert not other.exists()
+
+
+def test_a_start_that_failed_before_training_does_not_block_the_corrected_command(tmp_path):
+    first = load_config(TINY, [f"out_dir={tmp_path}", f"data.dir={DATA}", "train.lr=1e-3"])
+    prepare_run_dir(first, resume=False, force=False)  # the folder, config and space written; no training
+    corrected = load_config(TINY, [f"out_dir={tmp_path}", f"data.dir={DATA}", "train.lr=2e-3"])
+    prepare_run_dir(corrected, resume=False, force=False)  # not "a different run": nothing was trained
+    assert "lr: 0.002" in (tmp_path / "tiny" / "config.yaml").read_text()
+    (tmp_path / "tiny" / "train_log.jsonl").write_text('{"step": 1}\n')  # once training began, it is a run
+    with pytest.raises(ConfigError, match="holds a different run"):
+        prepare_run_dir(first, resume=False, force=False)
+
+
+@pytest.mark.parametrize(
+    "argv, suggestion",
+    [
+        (["trian", "x"], "did you mean train?"),
+        (["train", str(TINY), "--froce"], "did you mean --force?"),
+        (["train", str(TINY), "train.lrr=1e-3"], "did you mean train.lr?"),
+        (["train", str(TINY), "supernet.generator=nueron"], "did you mean neuron?"),
+        (["config", "sarch"], "did you mean search?"),
+    ],
+)
+def test_typos_get_a_suggestion(argv, suggestion, capsys, tmp_path):
+    assert main([*argv, f"out_dir={tmp_path}"] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and suggestion in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "key, text, value",
+    [
+        ("search.max_params", "30k", 30_000),
+        ("search.max_params", "0.5M", 500_000),
+        ("search.max_flops", "1.2G", 1_200_000_000),
+        ("search.max_params", "1,500,000", 1_500_000),
+        ("search.latency_ms", "80", 80.0),
+        ("train.lr", "5e-4", 5e-4),
+    ],
+)
+def test_budgets_accept_the_forms_reports_print(key, text, value):
+    assert parse_setting(key, text) == value
+
+
+def test_a_fraction_of_a_unit_is_still_refused_for_a_count():
+    with pytest.raises(ConfigError, match="expected int"):
+        parse_setting("search.max_params", "2.5")
+
+
+def test_version_and_help_list_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("mosnas ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("run", "train", "latency", "search", "export", "finetune", "translate", "evaluate", "config"):
+        assert f"    {command} " in out or f"    {command}\n" in out, command
+
+
+def test_the_config_reference_lists_every_key_with_its_default():
+    keys = {r["key"]: r for r in rows()}
+    flat = Config().to_dict()
+    for section, values in flat.items():
+        if isinstance(values, dict):
+            for key in values:
+                assert f"{section}.{key}" in keys, f"{section}.{key}"
+        else:
+            assert section in keys
+    assert keys["train.lr"]["default"] == "0.001" and keys["train.lr"]["valid"] == "> 0"
+    assert "neuron" in keys["supernet.generator"]["valid"]
+    assert keys["train.update_freq"]["meaning"].startswith("batches accumulated")
+    page = markdown()
+    assert page.count("\n| `") == len(keys)
+
+
+def test_output_piped_into_head_ends_quietly():
+    shell = f"{sys.executable} -m mosnas config | head -n 1"
+    out = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.count("\n") == 1 and out.stderr == "", out.stderr
