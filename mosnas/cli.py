@@ -10,7 +10,10 @@ from importlib.metadata import version
 from mosnas import tune_malloc
 from mosnas.cli_args import _Parser, _setting, lock_written_run, quiet_exit
 
-COMMAND_MODULES: tuple[str, ...] = ("mosnas.reference",)  # modules whose add_commands(sub) adds more subcommands
+COMMAND_MODULES: tuple[str, ...] = (
+    "mosnas.reference",
+    "mosnas.rebuild",
+)  # modules whose add_commands(sub) adds more subcommands
 
 
 def _parser() -> argparse.ArgumentParser:

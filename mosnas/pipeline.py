@@ -31,8 +31,8 @@ from mosnas.latency import (
     workload_precision,
     write_samples,
 )
+from mosnas.rebuild import write_reports
 from mosnas.records import changes, fresh, made_from, read_json, write_json
-from mosnas.report import pareto_plot, summary_markdown
 from mosnas.run import LoadedRun, RunDir, adopt_config, load_run, needs_training, read_log
 from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import Arch
@@ -295,6 +295,5 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         "wall_s_this_call": round(time.perf_counter() - t0, 1),
     }
     write_json(run_dir.results, results)
-    run_dir.summary.write_text(summary_markdown(results, loaded.family), encoding="utf-8")
-    pareto_plot(results, run_dir.pareto, loaded.family)
+    write_reports(loaded, results)  # summary.md, pareto.png, train_curve.png
     return results

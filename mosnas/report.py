@@ -19,15 +19,24 @@ def _cost(key: str, v: int | None) -> str:
     return f"{v / 1e6:,.1f}M" if key == "flops" else f"{v:,}"
 
 
+def _scored_on(r: dict[str, Any]) -> str:
+    """Where a row's scores come from: split, sentences, beam, length penalty (those the row has)."""
+    parts = [str(r["split"])] if "split" in r else []
+    parts += [f"{r['sentences']:,} sent." for _ in [0] if "sentences" in r]
+    parts += [f"{k} {r[k]:g}" for k in ("beam", "lenpen") if isinstance(r.get(k), (int, float))]
+    return ", ".join(parts) or "-"
+
+
 def _table(rows: list[dict[str, Any]], family: Family) -> list[str]:
     costs, metrics = family.COSTS, family.METRICS
     head = ["subnet", "arch", *(label for _, label in costs), "budget ms", "predicted ms", "measured ms"]
-    head += [label for _, label in metrics]
+    head += [label for _, label in metrics] + ["scored on"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in rows:
         cells = [r["name"], family.describe(r["arch"]), *(_cost(k, r.get(k)) for k, _ in costs)]
         cells += [_ms(r.get("budget_ms")), _ms(r.get("predicted_latency_ms")), _ms(r.get("measured_latency_ms"))]
-        cells += [f"{r[k]:.2f}" for k, _ in metrics]
+        cells += [f"{r[k]:.2f}" if k in r else "-" for k, _ in metrics]  # a model not scored yet: -
+        cells.append(_scored_on(r))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -72,7 +81,7 @@ def pareto_plot(results: dict[str, Any], path: str | Path, family: Family) -> Pa
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for kind, (marker, color) in styles.items():
-        rows = [r for r in results["results"] if r["kind"] == kind]
+        rows = [r for r in results["results"] if r["kind"] == kind and key in r and "measured_latency_ms" in r]
         if rows:
             points = [(r["measured_latency_ms"], r[key]) for r in rows]
             ax.scatter(*zip(*points), marker=marker, c=color, label=kind, zorder=3)

@@ -46,6 +46,7 @@ class RunDir:
     results = property(lambda self: self.root / "results.json")
     summary = property(lambda self: self.root / "summary.md")
     pareto = property(lambda self: self.root / "pareto.png")
+    curve = property(lambda self: self.root / "train_curve.png")  # training loss and validation NLL by step
     finetune = property(lambda self: self.root / "finetune")  # one fine-tuning run per searched subnet
     exports = property(lambda self: self.root / "export")  # one dense model folder per subnet
 
@@ -65,6 +66,7 @@ class RunDir:
             self.results,
             self.summary,
             self.pareto,
+            self.curve,
         ]
 
 

@@ -136,3 +136,18 @@ def test_output_piped_into_head_ends_quietly():
     shell = f"{sys.executable} -m mosnas config | head -n 1"
     out = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.count("\n") == 1 and out.stderr == "", out.stderr
+
+
+def test_report_rebuilds_the_summary_with_work_done_by_hand(tmp_path, capsys):
+    args = [f"out_dir={tmp_path}", f"data.dir={DATA}"]
+    assert main(["train", str(TINY), *args, "--quiet"]) == 0
+    run = tmp_path / "tiny"
+    assert main(["export", str(run), "--arch", "smallest"]) == 0  # by hand, outside `mosnas run`
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    summary = (run / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("| smallest |"))
+    assert row.endswith("| - | - |")  # not scored yet: no BLEU made up
+    assert "rebuilt" in out and (run / "train_curve.png").stat().st_size > 1000
+    assert main(["report", str(tmp_path / "nope")]) == 2

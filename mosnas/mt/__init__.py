@@ -187,14 +187,16 @@ def describe(arch: dict[str, Any]) -> str:
 
 def report_notes(rows: list[dict[str, Any]]) -> list[str]:
     """The lines under the results table: metric signatures, test split and the latency protocol."""
-    first = rows[0]
+    scored = [r for r in rows if "bleu_signature" in r]
+    signatures = [f"BLEU signature: `{r['bleu_signature']}`\n\nchrF signature: `{r['chrf_signature']}`" for r in scored]
+    notes = signatures[:1]
     return [
-        f"BLEU signature: `{first['bleu_signature']}`",
+        *notes,
         "",
-        f"chrF signature: `{first['chrf_signature']}`",
-        "",
-        f"Test split `{first['split']}`, beam {first['beam']}; latency: HAT's protocol (one sentence, "
-        "beam search), median of repeats, see latency/report.json for the device. Params count the exported "
-        "model (one embedding table when shared); params (HAT) leave out embeddings and the output layer, "
-        "as HAT's tables do.",
+        'BLEU and chrF: sacreBLEU on detokenized output against the raw references (the "scored on" column: split, '
+        "sentences, beam, length penalty). Latency: HAT's protocol (one sentence, beam search), median of repeats, "
+        "see latency/report.json for the device. Params count the exported model (one embedding table when shared); "
+        "params (HAT) leave out embeddings and the output layer, as HAT's tables do. "
+        "FLOPs: forward FLOPs (multiply-add = 2) of one teacher-forced sentence pair at the latency protocol's "
+        "source and target lengths.",
     ]
