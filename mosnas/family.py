@@ -1,9 +1,9 @@
 """The seam between the engine and a model family: the calls the engine makes, and the families it knows.
 
-A family is a package (mosnas.mt: translation) whose module-level names satisfy `Family`; the engine
-(run folder, training loop, search, latency, supernet, space, pipeline, report) asks it for everything
-that depends on the model, the data or the metric. A second family is a sibling package of the same shape,
-added to FAMILIES; there is no registry and no base class."""
+A family is a package (mosnas.mt: translation; mosnas.bert: BERT students distilled from a teacher) whose
+module-level names satisfy `Family`; the engine (run folder, training loop, search, latency, supernet, space,
+pipeline, report) asks it for everything that depends on the model, the data or the metric. Families are
+sibling packages of the same shape, listed in FAMILIES; there is no registry and no base class."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from mosnas import mt
+from mosnas import bert, mt
 from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
 from mosnas.errors import ConfigError
 from mosnas.hardware import Precision
@@ -55,6 +55,7 @@ class Family(Protocol):
     def dense_config(self, arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig) -> Any: ...
     def dense_model(self, config: Any) -> nn.Module: ...
     def mixed_group(self, name: str, mos_attention: bool) -> tuple[str, str] | None: ...
+    def supernet_config(self, cfg: Config) -> SupernetConfig: ...  # cfg.supernet with what the family fills in
     def check_inputs(self, cfg: Config) -> None: ...
     def prepare(self, cfg: Config, run_dir: Path) -> None: ...
     def vocab(self, run_dir: Path) -> tuple[Any, int]: ...
@@ -77,7 +78,7 @@ class Family(Protocol):
     def report_notes(self, rows: list[dict[str, Any]]) -> list[str]: ...
 
 
-FAMILIES: dict[str, Family] = {"mt": mt}
+FAMILIES: dict[str, Family] = {"mt": mt, "bert": bert}
 
 
 def family_of(name: str) -> Family:

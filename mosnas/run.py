@@ -134,8 +134,9 @@ def check_inputs(cfg: Config) -> Space:
     if cfg.train.sampling == "fixed":
         space.parse_arch(cfg.train.fixed_arch)
     family.check_inputs(cfg)
-    if cfg.supernet.pretrained and not Path(cfg.supernet.pretrained).is_file():
-        raise ConfigError(f"supernet.pretrained: file not found: {cfg.supernet.pretrained}")
+    pretrained = family.supernet_config(cfg).pretrained  # e.g. the BERT teacher's weights
+    if pretrained and not Path(pretrained).is_file():
+        raise ConfigError(f"supernet.pretrained: file not found: {pretrained}")
     return space
 
 
@@ -240,7 +241,8 @@ class LoadedRun:
 def build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
     """The run's supernet at its initialization (seeded by train.seed: resumed and loaded runs agree)."""
     torch.manual_seed(cfg.train.seed)
-    return Supernet(space, vocab_size, cfg.supernet, family_of(cfg.family))
+    family = family_of(cfg.family)
+    return Supernet(space, vocab_size, family.supernet_config(cfg), family)
 
 
 def load_model_state(

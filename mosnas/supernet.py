@@ -69,6 +69,8 @@ class Supernet(nn.Module):
             if not path.is_file():
                 raise ConfigError(f"supernet.pretrained: file not found: {path}")
             tensors = load_file(str(path))  # a dense model of this family (an export): the supernet's names
+            # only floating tensors are weights: integer ones are buffers (e.g. Hugging Face's position_ids)
+            tensors = {n: t for n, t in tensors.items() if t.is_floating_point()}
             bad = [
                 n
                 for n, t in tensors.items()

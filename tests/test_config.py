@@ -73,8 +73,8 @@ def test_configs_and_run_folders_before_the_family_key_are_translation(tmp_path)
 
     assert load_config(write(tmp_path, "train:\n  lr: 2e-3\n")).family == "mt"
     assert config_from_dict({"name": "old"}).family == "mt"
-    with pytest.raises(ConfigError, match="family: unknown value 'bert'; expected one of mt"):
-        config_from_dict({"family": "bert"})
+    with pytest.raises(ConfigError, match="family: unknown value 'gpt'; expected one of mt, bert"):
+        config_from_dict({"family": "gpt"})
 
 
 # -- YAML keeps the user's text: `no` is Norwegian, not False; `007` is a name, not 7 -----------------------------
@@ -204,9 +204,16 @@ def test_text_values_a_python_caller_passes_are_not_rewritten():
 
 
 def test_space_files_load_and_keep_their_text(tmp_path):
+    from mosnas.bert.space import load_space as load_bert_space
     from mosnas.mt.space import load_space, space_from_dict
 
     for path in sorted((ROOT / "configs" / "spaces").glob("*.yaml")):
+        if path.name.startswith("bert_"):  # the BERT family's spaces (layers, hidden, heads, ffn)
+            bert_space = load_bert_space(path)
+            assert all(isinstance(v, int) for v in bert_space.hidden)
+            saved = yaml.safe_load(yaml.safe_dump(bert_space.to_dict()))
+            assert type(bert_space).from_dict(saved, bert_space.schema, "saved") == bert_space
+            continue
         space = load_space(path)
         assert all(isinstance(v, int) for v in space.encoder_embed_dim) and isinstance(space.qkv_dim, int)
         assert space_from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict())), "saved") == space  # run/space.yaml

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "mosnas"
 CORE = ("mosnas.elastic", "mosnas.supernet", "mosnas.space")  # the MoS idea: generators, supernet, space
-FAMILIES = ("mosnas.mt",)  # model family packages
+FAMILIES = ("mosnas.mt", "mosnas.bert")  # model family packages
 STAGES = (  # the engine's stages and the run folder, above the core
     "mosnas.run",
     "mosnas.train",

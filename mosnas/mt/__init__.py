@@ -48,6 +48,7 @@ __all__ = [
     "prepare",
     "report_notes",
     "save_model",
+    "supernet_config",
     "task",
     "time_model",
     "vocab",
@@ -71,6 +72,11 @@ def mixed_group(name: str, mos_attention: bool) -> tuple[str, str] | None:
     if m is None:
         return None
     return m.group(1), f"{m.group(1)}.{m.group(2)}"
+
+
+def supernet_config(cfg: Config) -> SupernetConfig:
+    """The run's supernet settings as written (translation fills in nothing)."""
+    return cfg.supernet
 
 
 def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig) -> TransformerConfig:
