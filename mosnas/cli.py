@@ -11,6 +11,7 @@ from mosnas import tune_malloc
 from mosnas.cli_args import _Parser, _setting, lock_written_run, quiet_exit
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "mosnas.commands",  # export, finetune, translate, evaluate: default to the model's record
     "mosnas.reference",
     "mosnas.rebuild",
 )  # modules whose add_commands(sub) adds more subcommands
@@ -34,12 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train, export, evaluate and report (continues a stopped run)")
     with_config(r)
 
-    e = sub.add_parser("export", help="collapse one arch of a trained run into a dense model folder")
-    e.add_argument("run", help="run folder")
-    e.add_argument("--arch", required=True, help="arch JSON file or string, or 'largest' / 'smallest'")
-    e.add_argument("--out", help="output folder (default RUN/export/NAME)")
-    e.add_argument("--quiet", action="store_true", help="accepted for symmetry: export shows no progress bar")
-
     la = sub.add_parser("latency", help="measure archs, fit the latency predictor, report its held-out accuracy")
     la.add_argument("run", help="run folder")
     _setting(la, "--samples", "latency.num_samples", default=None, help="archs to measure (default: the run's)")
@@ -52,39 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     _setting(se, "--max-flops", "search.max_flops", help="FLOPs limit (0: none)")
     se.add_argument("--quiet", action="store_true")
 
-    ft = sub.add_parser("finetune", help="fine-tune an exported subnet (or train its arch from scratch)")
-    ft.add_argument("model", help="exported model folder (holds arch.json)")
-    ft.add_argument("--run", required=True, help="the run folder it came from (data, vocabulary, recipe)")
-    # --steps is the max_steps of the fine-tuning run (finetune.steps=0 means "skip" in a config)
-    _setting(ft, "--steps", "train.max_steps", default=None, required=True)
-    _setting(ft, "--lr", "finetune.lr")
-    ft.add_argument("--scratch", action="store_true", help="random initialization instead of inherited weights")
-    _setting(ft, "--valid-every", "finetune.valid_every")
-    _setting(ft, "--valid-bleu", "finetune.valid_bleu", help="validation sentences for BLEU (0: none)")
-    ft.add_argument("--name", help="output name (default: <model>-ft or <model>-scratch)")
-    ft.add_argument("--quiet", action="store_true")
-
-    def decoding(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("model", help="exported model folder")
-        _setting(sp, "--beam", "decode.beam")
-        _setting(sp, "--lenpen", "decode.lenpen")
-        _setting(sp, "--batch-size", "decode.batch_size")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    tr = sub.add_parser("translate", help="translate lines from a file or stdin")
-    decoding(tr)
-    tr.add_argument("--input", help="input file (default: stdin)")
-
-    ev = sub.add_parser("evaluate", help="BLEU and chrF (sacreBLEU, with signatures) of a model on a split")
-    decoding(ev)
-    from mosnas.config import setting_default
-
-    ev.add_argument("--data", default=setting_default("data.dir"), help="corpus folder")
-    ev.add_argument("--split", default=setting_default("data.test"))
-    ev.add_argument("--src-lang", default=setting_default("data.src_lang"))
-    ev.add_argument("--tgt-lang", default=setting_default("data.tgt_lang"))
-    _setting(ev, "--limit", "eval.limit", help="only the first N sentences")
-    _setting(ev, "--tokenize", "eval.bleu_tokenize", help="sacreBLEU tokenizer (default: by --tgt-lang)")
     for name in COMMAND_MODULES:  # each adds its subcommands, with set_defaults(handler=fn(args) -> exit code)
         importlib.import_module(name).add_commands(sub)
     return p
@@ -126,10 +88,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "handler", None) is not None:
         return args.handler(args)
-    import json
-    from pathlib import Path
-
-    from mosnas.config import DataConfig, DecodeConfig, load_config
+    from mosnas.config import load_config
 
     if args.command in ("train", "run"):
         overrides = list(args.overrides) + ([f"data.dir={args.data}"] if args.data else [])
@@ -147,49 +106,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(RunDir(cfg.run_dir).summary.read_text(encoding="utf-8"))
             print(f"results: {RunDir(cfg.run_dir).results} ({len(results['results'])} archs)")
         return 0
-    if args.command == "export":
-        from mosnas.export import export_arch
-        from mosnas.run import RunDir, load_run
-
-        run = load_run(args.run)
-        arch = run.space.parse_arch(args.arch)
-        literal = args.arch in ("largest", "smallest") or args.arch.lstrip().startswith("{")
-        name = ("arch" if args.arch.lstrip().startswith("{") else args.arch) if literal else Path(args.arch).stem
-        out = export_arch(run, arch, args.out or RunDir(Path(args.run)).export(name))
-        print(f"exported {json.loads((out / 'export.json').read_text())['parameters']:,} parameters to {out}")
-        return 0
-
     if args.command == "latency":
         return _latency(args)
     if args.command == "search":
         return _search(args)
-    if args.command == "finetune":
-        return _finetune(args)
-
-    from mosnas.mt.export import load_model
-
-    model, tok = load_model(args.model)
-    decode = DecodeConfig(beam=args.beam, lenpen=args.lenpen, batch_size=args.batch_size)
-    if args.command == "translate":
-        from mosnas.mt.data import read_lines, write_lines
-        from mosnas.mt.decode import translate
-
-        lines = read_lines(args.input or "-")  # "\n"-terminated lines, from a file or stdin alike
-        hyps = translate(
-            model, tok, lines, decode.beam, decode.lenpen, decode.max_len_a, decode.max_len_b, decode.batch_size
-        )
-        write_lines("-", hyps)  # one line per input line, UTF-8, whatever the locale
-        return 0
-    from mosnas.mt.evaluate import evaluate_model
-
-    data = DataConfig(dir=args.data, src_lang=args.src_lang, tgt_lang=args.tgt_lang)
-    result = evaluate_model(
-        model, tok, data, args.split, decode, args.limit, args.model, not args.quiet, tokenize=args.tokenize
-    )
-    print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, {args.split})")
-    print(f"BLEU signature: {result['bleu_signature']}")
-    print(f"chrF signature: {result['chrf_signature']}")
-    return 0
+    raise AssertionError(f"no handler for {args.command}")
 
 
 def _latency(args: argparse.Namespace) -> int:
@@ -245,32 +166,4 @@ def _search(args: argparse.Namespace) -> int:
     )
     print(f"BLEU {row['bleu']:.2f}  chrF {row['chrf']:.2f}  ({row['split']})  {row['bleu_signature']}")
     print(f"exported to {run.dir.export(name)}")
-    return 0
-
-
-def _finetune(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mosnas.finetune import finetune
-    from mosnas.run import load_run
-
-    run = load_run(args.run)
-    model = Path(args.model)
-    name = args.name or f"{model.name}-{'scratch' if args.scratch else 'ft'}"
-    export, curve = finetune(
-        run.cfg,
-        model,
-        run.dir.finetune,
-        name,
-        args.steps,
-        args.lr,
-        valid_every=args.valid_every,
-        valid_bleu=args.valid_bleu,
-        scratch=args.scratch,
-        progress=not args.quiet,
-    )
-    for r in curve:
-        bleu = f"  BLEU {r['valid_bleu']:.2f}" if "valid_bleu" in r else ""
-        print(f"step {r['step']:6d}  valid NLL {r['valid_nll_fixed']:.4f}{bleu}")
-    print(f"exported to {export}")
     return 0

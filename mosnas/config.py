@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.errors import ConfigError
+from mosnas.paths import PROJECT, resolve_config, resolve_raw
 from mosnas.settings import (
     SEED,
     build,
@@ -285,12 +286,14 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build the validated, frozen run config from a YAML file and `key=value` overrides."""
-    raw = read_yaml(path) if path else {}
-    raw = merge(raw, parse_overrides(overrides or []))
-    return build(Config, _migrate(raw), "").validate()
+    """Build the validated, frozen run config from a YAML file and `key=value` overrides (paths absolute:
+    a file's relative to its folder, an override's to the working directory, a default's to the project)."""
+    raw = resolve_raw(read_yaml(path), Path(path).resolve().parent, fallback=PROJECT) if path else {}
+    raw = merge(raw, resolve_raw(parse_overrides(overrides or []), Path.cwd()))
+    return resolve_config(build(Config, _migrate(raw), "")).validate()
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    """The validated config of a dict: typed (a saved run's config.yaml read by yaml.safe_load) or text."""
-    return build(Config, _migrate(raw), "").validate()
+    """The validated config of a dict: typed (a saved run's config.yaml read by yaml.safe_load) or text;
+    relative paths (a run saved before paths were stored absolute) are relative to the project."""
+    return resolve_config(build(Config, _migrate(raw), "")).validate()

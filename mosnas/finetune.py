@@ -97,6 +97,14 @@ def _start_afresh_unless_same(cfg: Config, model_dir: Path, scratch: bool) -> No
         write_json(marker, {"made_from": record})
 
 
+def finetuned_from(model_dir: Path, scratch: bool) -> dict[str, Any]:
+    """The start of a fine-tuned model: the exported model's folder and provenance (only its arch when
+    `scratch`: the weights were drawn afresh)."""
+    source = model_dir / "export.json"
+    info = read_json(source) if source.is_file() else {}
+    return {"dir": str(model_dir), "scratch": scratch, "provenance": info.get("provenance")}
+
+
 def finetune(
     run_cfg: Config,
     model_dir: str | Path,
@@ -111,9 +119,10 @@ def finetune(
     progress: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Train the arch of `model_dir` for `steps` and export it to `<out>/<name>/export`; returns the
-    export folder and the validation curve (NLL and BLEU against steps)."""
-    model_dir = Path(model_dir)
-    cfg = finetune_config(run_cfg, model_dir, Path(out_dir), name, steps, lr, warmup, valid_every, valid_bleu, scratch)
+    export folder and the validation curve (NLL and BLEU against steps). The export's provenance names the
+    fine-tuning run and, as `finetuned_from`, the model it started from (see `finetuned_from`)."""
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()  # the saved config's paths: absolute
+    cfg = finetune_config(run_cfg, model_dir, out_dir, name, steps, lr, warmup, valid_every, valid_bleu, scratch)
     _start_afresh_unless_same(cfg, model_dir, scratch)
     if scratch:
         scratch_init(model_dir, Path(cfg.supernet.pretrained), cfg.train.seed, family_of(cfg.family))
@@ -121,6 +130,6 @@ def finetune(
     loaded = load_run(run_dir)
     arch = loaded.space.parse_arch(str(model_dir / "arch.json"))
     export = RunDir(run_dir).exports
-    ensure_export(loaded, arch, export)
+    ensure_export(loaded, arch, export, finetuned_from=finetuned_from(model_dir, scratch))
     # the validation records: the task's (the loop's own records hold "lr" or "event")
     return export, [r for r in read_log(run_dir) if "lr" not in r and "event" not in r]

@@ -32,7 +32,10 @@ def _one_line_error(result, fragment):
         (["train", "missing.yaml"], "config file not found: missing.yaml"),
         (["train", "configs/tiny.yaml", "train.nope=1"], "unknown config key in section 'train': train.nope"),
         (["train", "configs/tiny.yaml", "supernet.generator=moe"], "unknown value 'moe'"),
-        (["train", "configs/tiny.yaml", "supernet.space=nope.yaml"], "search-space file not found: nope.yaml"),
+        (
+            ["train", "configs/tiny.yaml", "supernet.space=nope.yaml"],
+            f"search-space file not found: {ROOT / 'nope.yaml'}",
+        ),
         (["train", "configs/tiny.yaml", "--data", "/nonexistent/corpus"], "data directory not found"),
         (["export", "/nonexistent/run", "--arch", "largest"], "is not a mosnas run folder"),
         (["evaluate", "/nonexistent/model"], "is not an exported model folder"),

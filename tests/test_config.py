@@ -98,9 +98,13 @@ def _fields():
 
 
 def _free_text_keys():
-    """Text settings that take any text (names, paths, languages, splits): no choices or pattern declared."""
+    """Text settings that take any text (names, languages, splits): no choices or pattern declared. Paths are
+    made absolute when a config is built (mosnas.paths; tests/test_paths.py)."""
+    from mosnas.paths import PATH_SETTINGS
+
+    paths = {f"{section}.{key}" for section, key in PATH_SETTINGS}
     for key, f, typ in _fields():
-        if typ in (str, tuple[str, ...]) and not ({"choices", "pattern"} & set(f.metadata)):
+        if typ in (str, tuple[str, ...]) and not ({"choices", "pattern"} & set(f.metadata)) and key not in paths:
             yield key, typ
 
 

@@ -18,12 +18,13 @@ from mosnas.errors import CheckpointError, ConfigError
 from mosnas.mt.costs import costs
 from mosnas.mt.data import find_split, load_parallel, load_tokenizer
 from mosnas.mt.decode import measure_latency
-from mosnas.mt.evaluate import evaluate_model
+from mosnas.mt.evaluate import evaluate_model, model_about
 from mosnas.mt.export import load_model
 from mosnas.mt.export import save_model as _save_model
 from mosnas.mt.space import SCHEMA, Arch, load_space
 from mosnas.mt.task import prepare, supernet_fitness, task
 from mosnas.mt.transformer import Transformer, TransformerConfig
+from mosnas.paths import require_dir
 from mosnas.records import fresh, made_from, read_json, write_json
 from mosnas.space import Space
 
@@ -108,6 +109,7 @@ def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig)
 # -- data and training -----------------------------------------------------------------------------
 def check_inputs(cfg: Config) -> None:
     """The corpus splits and a given subword model exist (checked before a run folder is made)."""
+    require_dir(cfg.data.dir, "data directory", "data.dir")  # one line: where mosnas looked, how to point elsewhere
     for split in (cfg.data.train, cfg.data.valid):
         for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
             find_split(cfg.data.dir, split, lang)
@@ -176,7 +178,16 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
             old.unlink(missing_ok=True)
         model, tokenizer = load_model(model_dir)
         result = evaluate_model(
-            model, tokenizer, data, split, cfg.decode, ec.limit, model_dir, progress, ec.bleu_tokenize
+            model,
+            tokenizer,
+            data,
+            split,
+            cfg.decode,
+            ec.limit,
+            model_dir,
+            progress,
+            ec.bleu_tokenize,
+            about=model_about(model_dir),  # the model's folder and provenance
         )
         write_json(result_file, {**result, "made_from": record})  # the record last: a result is whole or absent
     return read_json(result_file)

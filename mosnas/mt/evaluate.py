@@ -13,7 +13,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from mosnas.config import DataConfig, DecodeConfig
 from mosnas.errors import ConfigError, DataError
-from mosnas.mt.data import read_parallel, write_lines
+from mosnas.mt.data import find_split, read_parallel, write_lines
 from mosnas.mt.decode import translate
 
 
@@ -93,12 +93,16 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     progress: bool = True,
     tokenize: str | None = None,
+    about: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Translate a split's source side and score it against its raw target side (see `score`; BLEU's
     tokenizer follows `data.tgt_lang` unless `tokenize` names one). With `out_dir`, writes
-    `hyp.{split}.{tgt_lang}` (one line per sentence) and `eval.{split}.json`.
+    `hyp.{split}.{tgt_lang}` (one line per sentence) and `eval.{split}.json`. The result names the files it
+    read (`source`, `references`: absolute) and the language pair, and carries `about` (e.g. the model's
+    provenance, see `model_about`).
     Raises DataError for a missing or malformed split, ConfigError for a refused tokenizer (before decoding)."""
     bleu_metric(data.tgt_lang, tokenize)  # a bad tokenizer fails now, not after decoding the whole split
+    files = [str(find_split(data.dir, split, lang).resolve()) for lang in (data.src_lang, data.tgt_lang)]
     src, ref = read_parallel(data, split, limit)
     hyps = translate(
         model,
@@ -113,14 +117,25 @@ def evaluate_model(
     )
     result = {
         "split": split,
-        "data": str(data.dir),
+        "data": str(Path(data.dir).resolve()),
         "pair": f"{data.src_lang}-{data.tgt_lang}",
+        "source": files[0],
+        "references": files[1],
         "beam": decode.beam,
         "lenpen": decode.lenpen,
         **score(hyps, ref, data.tgt_lang, tokenize),
+        **(about or {}),
     }
     if out_dir is not None:
         out = Path(out_dir)
         write_lines(out / f"hyp.{split}.{data.tgt_lang}", hyps)
         (out / f"eval.{split}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
+
+
+def model_about(model_dir: str | Path) -> dict[str, Any]:
+    """What a result says about the model it scored: its folder (absolute) and its export.json's
+    `provenance` (None for a model exported before models carried one)."""
+    d = Path(model_dir)
+    info = json.loads((d / "export.json").read_text(encoding="utf-8")) if (d / "export.json").is_file() else {}
+    return {"model": {"dir": str(d.resolve()), "provenance": info.get("provenance")}}
