@@ -81,9 +81,16 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], keep_last: int
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    state: dict[str, Any],
+    keep_last: int,
+    extra: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Write `run_dir/checkpoints/ckpt-STEP` atomically and keep only the newest `keep_last`."""
+    """Write `run_dir/checkpoints/ckpt-STEP` atomically and keep only the newest `keep_last`; `extra` tensors
+    (e.g. a task's own trained parameters, named `task.*`) are stored beside the optimizer's."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:08d}"
@@ -94,7 +101,8 @@ def save_checkpoint(
     rng_tensors, rng_meta = rng_state()
     model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(model_sd, str(tmp / "model.safetensors"))
-    save_file({**opt_tensors, **rng_tensors}, str(tmp / "optimizer.safetensors"))
+    extra = {k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()}
+    save_file({**opt_tensors, **rng_tensors, **extra}, str(tmp / "optimizer.safetensors"))
     meta = {
         "format": FORMAT,
         "step": step,

@@ -80,7 +80,10 @@ class Trainer:
         self.cfg, self.tc, self.ddp, self.space, self.fixed, self.task = cfg, tc, ddp, space, fixed, task
         self.precision, self.run = precision, RunDir(cfg.run_dir)
         self.net = build_supernet(space, task.vocab_size, cfg).to(ddp.device)
-        self.params = list(self.net.parameters())
+        # parameters a task trains beside the supernet (e.g. a distillation projection): optimized and
+        # checkpointed with it, never exported
+        self.own = getattr(task, "module", None)
+        self.params = list(self.net.parameters()) + (list(self.own.parameters()) if self.own is not None else [])
         self.opt = torch.optim.AdamW(self.params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
         schedule = lr_lambda(tc.warmup, tc.schedule, tc.max_steps, tc.min_lr / tc.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
@@ -98,7 +101,11 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         meta, model_sd, extra = read_checkpoint(path)
         load_model_state(self.net, model_sd, meta, self.space, path)
-        load_optimizer(self.opt, {k: v for k, v in extra.items() if not k.startswith("rng.")}, meta["optimizer"])
+        load_optimizer(
+            self.opt, {k: v for k, v in extra.items() if k.split(".")[0] not in ("rng", "task")}, meta["optimizer"]
+        )
+        if self.own is not None:
+            self.own.load_state_dict({k[5:]: v for k, v in extra.items() if k.startswith("task.")})
         self.sched.load_state_dict(meta["scheduler"])
         set_rng_state(extra, meta["rng"])
         self.step, self.epoch, self.position, self.elapsed = (meta[k] for k in ("step", "epoch", "position", "elapsed"))
@@ -126,7 +133,8 @@ class Trainer:
             "world_size": self.ddp.world,
             "precision": self.precision.to_dict(),
         }
-        return save_checkpoint(self.run.root, self.step, self.net, self.opt, state, self.tc.keep_last)
+        own = {f"task.{k}": v for k, v in self.own.state_dict().items()} if self.own is not None else None
+        return save_checkpoint(self.run.root, self.step, self.net, self.opt, state, self.tc.keep_last, own)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.ddp.main:

@@ -4,6 +4,7 @@ offline, the supernet's largest arch starts as the teacher, the space and its ex
 from __future__ import annotations
 
 import gzip
+import random
 from dataclasses import replace
 
 import pytest
@@ -13,11 +14,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mosnas import bert
 from mosnas.bert.costs import count_flops, count_parameters
+from mosnas.bert.latency_parts import latency_parts, part_workload, space_parts
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.space import Arch
 from mosnas.bert.teacher import load_teacher, teacher_path
 from mosnas.config import LatencyConfig, load_config
-from mosnas.errors import ArchError, ConfigError
+from mosnas.errors import ArchError, ConfigError, PredictorError
 from mosnas.space import Space
 from mosnas.supernet import Supernet
 from tests.conftest import ROOT
@@ -207,3 +209,22 @@ def test_time_model_times_one_fixed_length_batch():
 
 def test_teacher_path_defaults_to_the_bundled_model():
     assert (teacher_path("") / "model.safetensors").is_file()
+
+
+def test_latency_table_parts_cover_every_arch_and_run_alone():
+    space = bert.load_space(ROOT / "configs" / "spaces" / "bert_tiny.yaml")
+    keys = space_parts(space)
+    assert len(keys) == len(set(keys)) == 3 + 3 * 2 * 3  # a base per hidden size, a layer per (h, a, f)
+    arch = Arch(layers=2, hidden=24, heads=4, ffn=48)
+    assert latency_parts(arch) == {"base": ["base h=24"], "encoder": ["layer h=24 a=4 f=48"] * 2}
+    rng = random.Random(0)
+    for a in [space.sample(rng) for _ in range(20)]:
+        assert all(k in keys for group in latency_parts(a).values() for k in group)
+    lc, sn = LatencyConfig(src_len=7), load_config(None, ["family=bert"]).supernet
+    for key in ("base h=24", "layer h=24 a=4 f=48"):
+        part_workload(key, space, 30522, sn, lc, torch.device("cpu"), torch.float32)()
+    with pytest.raises(PredictorError, match="not a layer-shape key"):
+        part_workload("enc e=3", space, 30522, sn, lc, torch.device("cpu"), torch.float32)
+    model = BertEncoder(BertDenseConfig(vocab_size=2000, hidden=24, layers=2, heads=4, ffn=48))
+    out = bert.workload(model, lc, torch.device("cpu"), torch.float32)()
+    assert out["hidden"].shape == (1, 7, 24)

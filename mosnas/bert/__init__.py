@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
-from mosnas.bert.costs import costs, measure_latency
+from mosnas.bert.costs import costs, latency_workload, measure_latency
 from mosnas.bert.export import init_model as init_model
 from mosnas.bert.export import load_model, read_config
 from mosnas.bert.export import save_model as _save_model
+from mosnas.bert.latency_parts import latency_parts, part_workload, space_parts
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.space import SCHEMA, Arch, load_space
 from mosnas.bert.teacher import teacher_path, teacher_weights
@@ -39,16 +40,21 @@ __all__ = [
     "from_model",
     "init_info",
     "init_model",
+    "latency_parts",
     "load_model",
     "load_space",
+    "memory",
     "mixed_group",
+    "part_workload",
     "prepare",
     "report_notes",
     "save_model",
+    "space_parts",
     "supernet_config",
     "task",
     "time_model",
     "vocab",
+    "workload",
 ]
 
 # The held-out distillation loss of the exported student against the teacher (lower is better, as the search's
@@ -138,6 +144,19 @@ def time_model(
     repeats = lc.repeats if repeats is None else repeats
     threads = max(lc.threads, 1)  # latency.threads=0 means 1
     return measure_latency(model, lc.src_len, 1, lc.warmup, repeats, device, threads, dtype)
+
+
+def workload(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> Any:
+    """The work of one latency sample of an exported encoder (one sequence of `latency.src_len` tokens): a
+    callable the engine times, interleaved with other models' (mosnas.latency.measure_interleaved)."""
+    return latency_workload(model, lc.src_len, 1, device, dtype)
+
+
+def memory(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Peak memory (MiB) of one latency-protocol forward pass of an exported encoder (mosnas.memory.peak_memory)."""
+    from mosnas.memory import peak_memory
+
+    return peak_memory(model, workload(model, lc, device, dtype), device)
 
 
 def save_model(model: BertEncoder, out: str | Path, run_dir: Path, arch: Arch, info: dict[str, Any]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,7 +57,35 @@ def costs(arch: Any, space: Space, vocab_size: int, sn: SupernetConfig, lc: Late
     }
 
 
-@torch.no_grad()
+def fixed_ids(vocab_size: int, batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """(batch, seq_len) ordinary token ids, the same every time (past [PAD], [unused*], [CLS], [SEP] and [MASK]
+    in BERT's vocabulary): the work does not depend on the text."""
+    first = min(1000, vocab_size - 1)
+    return first + torch.arange(batch * seq_len, device=device).view(batch, seq_len) % (vocab_size - first)
+
+
+def latency_workload(
+    model: torch.nn.Module,
+    seq_len: int = 30,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Callable[[], Any]:
+    """The work of one latency sample: one forward pass of the encoder (and pooler) on `batch` sequences of
+    `seq_len` tokens with no padding, the BERT protocol of one batch of a fixed length (AutoDistil and the MoS
+    paper time a fixed-length batch). Moves `model` to `device` and casts it to `dtype` (the precision it is
+    deployed in). Raises ConfigError for a length or batch < 1 or a sequence longer than BERT's 512 positions."""
+    if min(seq_len, batch) < 1:
+        raise ConfigError(f"latency: seq_len and batch must be >= 1, got {seq_len}, {batch}")
+    if seq_len > MAX_POSITION:
+        raise ConfigError(f"latency: a BERT sequence holds at most {MAX_POSITION} tokens, got {seq_len}")
+    device = torch.device(device)
+    model = model.to(device=device, dtype=dtype).eval()
+    ids = fixed_ids(model.embeddings.word_embeddings.num_embeddings, batch, seq_len, device)
+    mask = torch.ones_like(ids)
+    return torch.no_grad()(lambda: model(ids, mask))
+
+
 def measure_latency(
     model: torch.nn.Module,
     seq_len: int = 30,
@@ -67,24 +96,12 @@ def measure_latency(
     threads: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
-    """Latency (ms) of one forward pass of the encoder (and pooler) on `batch` sequences of `seq_len` ordinary
-    tokens with no padding: the BERT protocol of one batch of a fixed length (AutoDistil and the MoS paper
-    time a fixed-length batch). Timed by `latency.measure` (median and mean of the middle 80% of `repeats`
-    after `warmup` untimed runs). Moves `model` to `device` and casts it to `dtype`."""
-    if min(seq_len, batch, repeats) < 1 or warmup < 0:
-        raise ConfigError(
-            f"latency: seq_len, batch and repeats must be >= 1 and warmup >= 0, got {seq_len}, {batch}, "
-            f"{repeats}, {warmup}"
-        )
-    if seq_len > MAX_POSITION:
-        raise ConfigError(f"latency: a BERT sequence holds at most {MAX_POSITION} tokens, got {seq_len}")
-    device = torch.device(device)
-    model = model.to(device=device, dtype=dtype).eval()
-    vocab = model.embeddings.word_embeddings.num_embeddings
-    first = min(1000, vocab - 1)  # ordinary ids (past [PAD], [unused*], [CLS], [SEP], [MASK] in BERT's vocab)
-    ids = first + torch.arange(batch * seq_len, device=device).view(batch, seq_len) % (vocab - first)
-    mask = torch.ones_like(ids)
-    timing = measure(lambda: model(ids, mask), warmup, repeats, device, threads)
+    """Latency (ms) of `latency_workload`, timed by `latency.measure` (median and mean of the middle 80% of
+    `repeats` after `warmup` untimed runs), with the settings and device it ran with."""
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"latency: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    work = latency_workload(model, seq_len, batch, device, dtype)
+    timing = measure(work, warmup, repeats, device, threads)
     info = timing.pop("device")
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     settings = {"seq_len": seq_len, "batch": batch, "warmup": warmup, "repeats": repeats, "precision": precision}

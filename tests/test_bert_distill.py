@@ -1,0 +1,128 @@
+"""The BERT family's distillation half: packed Wikipedia text, the relation and hidden-state losses against the
+real teacher, and the task's exact resume of its trained projection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mosnas import bert
+from mosnas.bert.data import MIN_TOKENS, TextData, load_text, pack, read_documents, sample_documents, text_files
+from mosnas.bert.distill import Distiller, HiddenProjection, check_relation_heads, hidden_mse, relation_kl
+from mosnas.bert.model import BertDenseConfig, BertEncoder
+from mosnas.bert.teacher import load_teacher
+from mosnas.config import load_config
+from mosnas.errors import ConfigError
+from mosnas.supernet import Supernet
+from tests.conftest import ROOT
+
+WIKIPEDIA = ROOT.parent / "shared" / "data" / "wikipedia-en-20190720-plain"
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext" / "wikitext-2-raw" / "wiki.test.raw.gz"
+MINILM = ROOT / "configs" / "spaces" / "bert_minilm.yaml"
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_teacher()
+
+
+@pytest.fixture(scope="module")
+def valid(teacher) -> TextData:
+    """16 real held-out sequences of 48 tokens."""
+    return load_text(text_files(WIKIPEDIA, "valid"), teacher.tokenizer, 48, 4, limit_seqs=16)
+
+
+def test_text_is_packed_per_document_with_cls_and_sep(teacher):
+    docs = read_documents(text_files(WIKIPEDIA, "valid"))
+    assert len(docs) == 150  # the data README: 150 documents in valid
+    ids = pack(docs[:3], teacher.tokenizer, 64)
+    tok = teacher.tokenizer
+    assert ids.shape[1] == 64 and (ids[:, 0] == tok.cls_token_id).all()
+    lengths = ids.ne(tok.pad_token_id).sum(1)
+    assert (ids[torch.arange(len(ids)), lengths - 1] == tok.sep_token_id).all()  # [SEP] ends every sequence
+    assert (lengths >= MIN_TOKENS + 2).all()
+    # every document's tokens are in order, none crosses into the next: the first doc's pieces rebuild its text
+    first = pack(docs[:1], tok, 64)
+    words = tok.decode([t for row in first for t in row.tolist() if t not in tok.all_special_ids])
+    assert (
+        words.replace(" ", "")[:200]
+        == tok.decode(tok(docs[0][0], add_special_tokens=False)["input_ids"]).replace(" ", "")[:200]
+    )
+
+
+def test_wikitext_headings_start_documents_and_samples_are_seeded():
+    docs = read_documents([WIKITEXT])
+    assert docs[0][0].strip() == "= Robert Boulter =" and len(docs) > 50
+    titles = [(i, line) for d in docs for i, line in enumerate(d) if line.startswith("= ") and line.endswith(" =")]
+    assert all(i == 0 for i, line in titles if "= =" not in line)  # a title opens its document ('= = x = =' not)
+    a, b, c = (sample_documents(docs, 40, seed) for seed in (1, 1, 2))
+    assert a == b and a != c and sum(map(len, a)) >= 40 > sum(map(len, a[:-1]))
+    assert sample_documents(docs, 0, 1) == docs
+
+
+def test_batches_are_deterministic_per_seed_and_epoch(valid):
+    assert valid.batches(3) == valid.batches(3) and valid.batches(3) != valid.batches(4)
+    assert sorted(i for b in valid.batches(1) for i in b) == list(range(len(valid)))
+    batch = valid.collate(valid.batches(0)[0])
+    assert batch.input_ids.shape == batch.attention_mask.shape and batch.attention_mask[:, 0].all()
+
+
+def test_relation_loss_is_zero_for_the_teacher_initialized_largest_and_positive_for_others(teacher, valid):
+    """bert.init=teacher: the largest arch is the teacher, so its relations match exactly (KL 0, and with the
+    identity-initialized projection the hidden MSE is 0 too); a smaller arch's are not."""
+    cfg = load_config(None, ["family=bert", f"supernet.space={MINILM}", "supernet.generator=shared"])
+    space = bert.load_space(MINILM)
+    net = Supernet(space, 30522, bert.supernet_config(cfg), bert).eval()
+    both = Distiller("both", 12, max(space.hidden), 384)
+    b = valid.collate(valid.batches(0, shuffle=False)[0])
+    with torch.no_grad():
+        target = teacher.outputs(b.input_ids, b.attention_mask)
+        largest = net(b.input_ids, b.attention_mask, space.largest())
+        smallest = net(b.input_ids, b.attention_mask, space.smallest())
+        assert float(relation_kl(largest["last_qkv"], target["last_qkv"], b.attention_mask, 12)) < 1e-4
+        assert float(both(largest, target, b.attention_mask)) < 1e-4
+        assert float(relation_kl(smallest["last_qkv"], target["last_qkv"], b.attention_mask, 12)) > 0.01
+        assert float(both(smallest, target, b.attention_mask)) > 0.01
+
+
+def test_losses_ignore_padding_and_gradients_reach_student_and_projection(teacher, valid):
+    """Padding columns change nothing; both losses send gradients into the student and the projection."""
+    b = valid.collate(valid.batches(0, shuffle=False)[0])
+    torch.manual_seed(0)
+    dense = BertDenseConfig(vocab_size=30522, hidden=48, layers=1, heads=4, ffn=64, dropout=0.0, attention_dropout=0.0)
+    student = BertEncoder(dense).eval()
+    pad = torch.zeros(len(b.input_ids), 7, dtype=torch.long)
+    padded = (torch.cat([b.input_ids, pad], 1), torch.cat([b.attention_mask, pad], 1))
+    with torch.no_grad():
+        t, t_pad = teacher.outputs(b.input_ids, b.attention_mask), teacher.outputs(*padded)
+        s, s_pad = student(b.input_ids, b.attention_mask), student(*padded)
+    kl, kl_pad = (
+        relation_kl(x["last_qkv"], y["last_qkv"], m, 4)
+        for x, y, m in ((s, t, b.attention_mask), (s_pad, t_pad, padded[1]))
+    )
+    assert torch.allclose(kl, kl_pad, atol=1e-5) and kl > 0
+    distiller = Distiller("both", 4, 64, 384)
+    loss = distiller(student(b.input_ids, b.attention_mask), t, b.attention_mask)
+    loss.backward()
+    assert student.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert distiller.projection.proj.weight.grad[:, :48].abs().sum() > 0
+    assert distiller.projection.proj.weight.grad[:, 48:].abs().sum() == 0  # columns of wider students only
+
+
+def test_projection_slices_one_max_width_matrix():
+    proj = HiddenProjection(64, 32)
+    x = torch.randn(2, 3, 48)
+    assert proj(x).shape == (2, 3, 32)
+    assert torch.equal(proj(x)[..., :32], x[..., :32])  # identity on the first columns at the start
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    t = torch.randn(2, 3, 32)
+    expected = ((x[..., :32] - t) ** 2).mean(-1)[mask.bool()].sum() / 3
+    assert torch.allclose(hidden_mse(proj(x), t, mask), expected)
+
+
+def test_relation_heads_must_divide_every_width():
+    check_relation_heads(12, [120, 384], 384)
+    with pytest.raises(ConfigError, match="relation_heads=5"):
+        check_relation_heads(5, [120, 384], 384)
+    with pytest.raises(ConfigError, match="bert.objective"):
+        Distiller("logits", 4, 32, 32)

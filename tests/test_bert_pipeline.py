@@ -1,0 +1,103 @@
+"""The BERT family through the engine: distillation training with exact resume of the task's projection, the
+search's fitness, bad settings refused before any work, and `mosnas run configs/bert_tiny.yaml` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mosnas import bert
+from mosnas.checkpoint import list_checkpoints
+from mosnas.config import SearchConfig, load_config
+from mosnas.errors import ConfigError
+from mosnas.run import load_run, read_log
+from mosnas.train import train
+from tests.conftest import ROOT
+
+TINY = ROOT / "configs" / "bert_tiny.yaml"
+
+
+def tiny(tmp_path, *overrides: str):
+    return load_config(TINY, [f"out_dir={tmp_path}", "train.precision=fp32", *overrides])
+
+
+def _last(run_dir):
+    ckpt = list_checkpoints(run_dir)[-1]
+    return load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "optimizer.safetensors"))
+
+
+def test_the_hidden_projection_trains_and_resumes_exactly(tmp_path):
+    """objective=both: the projection is optimized with the supernet, checkpointed as task.* tensors, and a run
+    stopped at step 2 and resumed ends bit-identical to one that ran 4 steps at once."""
+    whole = train(tiny(tmp_path / "a", "bert.objective=both"), show_progress=False)
+    train(tiny(tmp_path / "b", "bert.objective=both", "train.max_steps=2"), show_progress=False)
+    resumed = train(tiny(tmp_path / "b", "bert.objective=both"), resume=True, show_progress=False)
+    (model_a, opt_a), (model_b, opt_b) = _last(whole), _last(resumed)
+    assert model_a.keys() == model_b.keys() and all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    task_keys = sorted(k for k in opt_a if k.startswith("task."))
+    assert task_keys == ["task.projection.proj.bias", "task.projection.proj.weight"]
+    assert all(torch.equal(opt_a[k], opt_b[k]) for k in task_keys)
+    assert not torch.equal(opt_a["task.projection.proj.weight"], torch.eye(384, 32))  # it was trained
+    losses = [r["loss_largest"] for r in read_log(whole) if "loss_largest" in r]
+    assert losses == [r["loss_largest"] for r in read_log(resumed) if "loss_largest" in r]
+
+
+def test_fitness_is_the_logged_validation_loss_of_the_same_sequences(tmp_path):
+    """The search's fitness of an arch is its held-out distillation loss: on the same first validation
+    sequences it equals what training logged for the largest and smallest archs."""
+    run_dir = train(tiny(tmp_path, "data.valid_limit=8"), show_progress=False)
+    run = load_run(run_dir)
+    fit, about = bert.fitness(run, SearchConfig(valid_sentences=8), torch.device("cpu"), False)
+    logged = [r for r in read_log(run_dir) if "valid_loss_largest" in r][-1]
+    assert about == {"valid_sequences": 8, "objective": "relations"}
+    assert fit(run.space.largest()) == pytest.approx(logged["valid_loss_largest"], abs=1e-4)
+    assert fit(run.space.smallest()) == pytest.approx(logged["valid_loss_smallest"], abs=1e-4)
+    assert fit(run.space.largest()) != fit(run.space.smallest())
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("bert.relation_heads=5", "relation_heads=5 must divide"),
+        ("data.train=nonesuch", "no text files for split 'nonesuch'"),
+        ("glue.tasks=[NOPE]", "no GLUE task 'NOPE'"),
+        ("bert.eval_text=missing.txt", "bert.eval_text: file not found"),
+    ],
+)
+def test_bad_settings_are_refused_before_a_run_folder_exists(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(tiny(tmp_path, override), show_progress=False)
+    assert not (tmp_path / "bert_tiny").exists()
+
+
+@pytest.mark.slow
+def test_mosnas_run_bert_tiny_end_to_end(tmp_path):
+    """train -> search under a parameter budget -> export (a Hugging Face folder) -> held-out loss and GLUE ->
+    report; the same command again redoes nothing and returns the same results."""
+    import transformers
+
+    from mosnas.pipeline import run
+
+    cfg = tiny(tmp_path)
+    results = run(cfg, progress=False)
+    rows = {r["name"]: r for r in results["results"]}
+    assert set(rows) == {"largest", "params-0.8M"}
+    found = rows["params-0.8M"]
+    assert found["parameters"] <= 800_000 and found["max_params"] == 800_000
+    assert found["fitness"] > 0 and found["random_search_fitness"] > 0
+    for r in rows.values():
+        assert r["distill_loss"] > 0 and set(r["glue"]) == {"SST-2", "STS-B"}
+        assert set(r["glue"]["STS-B"]["metrics"]) == {"pearson", "spearman"}
+    folder = cfg.run_dir / "export" / "params-0.8M"
+    model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+    assert sum(p.numel() for p in model.parameters()) == found["parameters"]
+    summary = (cfg.run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "| params-0.8M |" in summary and "SST-2 accuracy" in summary
+    stamp = (folder / "glue" / "SST-2" / "result.json").stat().st_mtime_ns
+    again = run(cfg, progress=False)
+    assert (folder / "glue" / "SST-2" / "result.json").stat().st_mtime_ns == stamp
+    strip = lambda res: json.dumps([{k: v for k, v in r.items() if k != "measured_latency_ms"} for r in res["results"]])
+    assert strip(again) == strip(results)
