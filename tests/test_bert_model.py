@@ -228,3 +228,17 @@ def test_latency_table_parts_cover_every_arch_and_run_alone():
     model = BertEncoder(BertDenseConfig(vocab_size=2000, hidden=24, layers=2, heads=4, ffn=48))
     out = bert.workload(model, lc, torch.device("cpu"), torch.float32)()
     assert out["hidden"].shape == (1, 7, 24)
+
+
+def test_teacher_first_puts_the_teacher_in_expert_zero_only(teacher):
+    cfg = load_config(
+        None, ["family=bert", f"supernet.space={MINILM}", "supernet.generator=layer", "bert.init=teacher-first"]
+    )
+    net = Supernet(bert.load_space(MINILM), 30522, bert.supernet_config(cfg), bert)
+    name = "encoder.layer.2.intermediate.dense.weight"
+    experts = net.generator.experts[name.replace(".", "__")]
+    want = teacher.model.state_dict()[name]
+    assert torch.equal(experts[0], want) and not torch.allclose(experts[1], want, atol=1e-3)
+    assert 0.015 < experts[1].std().item() < 0.025  # a fresh BERT draw (std 0.02) beside it
+    shared = net.generator.shared["embeddings__word_embeddings__weight"]
+    assert torch.equal(shared, teacher.model.state_dict()["embeddings.word_embeddings.weight"])
