@@ -114,6 +114,9 @@ def test_a_bad_teacher_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(ConfigError, match="a BERT is needed"):
         load_teacher(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "hidden_act": "relu"}')
+    with pytest.raises(ConfigError, match="uses relu with absolute positions; the students are BERTs with exact GELU"):
+        load_teacher(str(tmp_path))
 
 
 @pytest.mark.parametrize("generator", ["shared", "layer", "neuron"])

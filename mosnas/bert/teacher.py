@@ -110,7 +110,13 @@ def load_teacher(path: str = "") -> Teacher:
         raise ConfigError(f"bert.teacher: cannot read {folder}/config.json: {str(e).splitlines()[0]}") from None
     if config.model_type != "bert":
         raise ConfigError(f"bert.teacher: {folder} holds a {config.model_type!r} model; a BERT is needed")
-    verbosity = transformers.logging.get_verbosity()
+    act, positions = config.hidden_act, getattr(config, "position_embedding_type", "absolute")
+    if act != "gelu" or positions != "absolute":  # what the student encoder computes (mosnas.bert.model)
+        raise ConfigError(
+            f"bert.teacher: {folder} uses {act} with {positions} positions; the students are BERTs with exact GELU "
+            "and absolute positions"
+        )
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # an old checkpoint's position_ids buffer is not news
     transformers.logging.disable_progress_bar()  # a bar for reading 100 tensors is noise in a run's output
     try:
@@ -119,5 +125,6 @@ def load_teacher(path: str = "") -> Teacher:
         raise ConfigError(f"bert.teacher: cannot load the model in {folder}: {str(e).splitlines()[0]}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
-        transformers.logging.enable_progress_bar()
+        if bars:
+            transformers.logging.enable_progress_bar()
     return Teacher(model.eval(), load_tokenizer(folder), folder, config)
