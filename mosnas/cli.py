@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mosnas.commands",  # export, finetune, translate, evaluate: default to the model's record
     "mosnas.reference",
     "mosnas.rebuild",
+    "mosnas.glue",  # glue: fine-tune a Hugging Face BERT folder on GLUE tasks
 )  # modules whose add_commands(sub) adds more subcommands
 
 

@@ -1,0 +1,77 @@
+"""The `mosnas glue` command line: options that stand for `glue.*` settings, checked as those are declared."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mosnas.config import GlueConfig, parse_setting, setting_default
+
+
+def _option(sp: argparse.ArgumentParser, option: str, key: str, **kw: Any) -> None:
+    """`option` for the setting `key`: converted and range-checked as declared (a bad value: one-line error)."""
+    kw.setdefault("default", setting_default(key))
+    sp.add_argument(option, type=lambda text: parse_setting(key, text, option), **kw)
+
+
+def add_glue_command(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
+    g = sub.add_parser(
+        "glue",
+        help="fine-tune a Hugging Face BERT folder on GLUE tasks and report the official dev metrics",
+        description="Fine-tune MODEL (an exported student, the teacher, any BERT folder) on GLUE tasks in the "
+        "standard TSV layout; writes OUT/glue/<task>/result.json and prints one line per task.",
+    )
+    g.add_argument("model", help="Hugging Face model folder (config.json, weights, tokenizer files)")
+    g.add_argument("--task", nargs="+", required=True, help="task folder(s) of --data, e.g. SST-2 STS-B CoLA")
+    _option(g, "--data", "glue.data", help="GLUE folder: one folder per task with train/dev .tsv[.gz]")
+    g.add_argument("--out", help="output folder (default runs/<model folder name>); results in OUT/glue/<task>/")
+    _option(g, "--epochs", "glue.epochs")
+    _option(g, "--lr", "glue.lr", nargs="+", help="peak learning rate; several: a sweep, the best dev score kept")
+    _option(g, "--batch-size", "glue.batch_size")
+    _option(g, "--max-seq-len", "glue.max_seq_len")
+    _option(g, "--warmup", "glue.warmup", help="fraction of the steps with linear warm-up")
+    _option(g, "--weight-decay", "glue.weight_decay")
+    _option(g, "--train-limit", "glue.train_limit", help="seeded random subset of N training examples (0: all)")
+    _option(g, "--dev-limit", "glue.dev_limit", help="seeded random subset of N dev examples (0: all)")
+    _option(g, "--seed", "glue.seed", help="seed of the subsets, and of the fine-tuning unless --seeds")
+    _option(g, "--seeds", "glue.seed", nargs="+", default=(), help="fine-tune once per seed: mean and std")
+    _option(g, "--kd-teacher", "glue.kd_teacher", help="fine-tuned classifier folder (or OUT of a --save run)")
+    _option(g, "--kd-alpha", "glue.kd_alpha", help="weight of the soft loss")
+    _option(g, "--kd-temperature", "glue.kd_temperature")
+    _option(g, "--precision", "glue.precision", help="auto | fp32 | bf16")
+    _option(g, "--threads", "glue.threads", help="torch threads (0: torch's default)")
+    g.add_argument("--save", action="store_true", help="keep the best run's classifier in OUT/glue/<task>/model")
+    g.add_argument("--force", action="store_true", help="replace a result of other settings in OUT")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(handler=handler)
+
+
+def settings_of(args: argparse.Namespace) -> GlueConfig:
+    """The glue settings of a parsed command line (several --lr values are a sweep)."""
+    lrs = tuple(args.lr) if isinstance(args.lr, (list, tuple)) else (args.lr,)
+    fields = {f.name for f in dataclasses.fields(GlueConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and k not in ("lr", "seeds")}
+    return GlueConfig(
+        **given, tasks=tuple(args.task), lr=lrs[0], lr_sweep=lrs if len(lrs) > 1 else (), seeds=tuple(args.seeds)
+    )
+
+
+def run_command(args: argparse.Namespace, plan: Callable[..., Any], execute: Callable[..., dict[str, Any]]) -> int:
+    """Plan every task (a bad one fails before any work and leaves no files), then fine-tune each and print
+    its summary line; `plan`/`execute` are mosnas.glue's."""
+    gc = settings_of(args)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.model).resolve().name
+    plans = {}
+    for name in args.task:
+        p = plan(args.model, name, args.data, out, gc, args.force, args.save)
+        plans.setdefault(p.task.name, p)  # sst2 and SST-2 are one task
+    for p in plans.values():
+        reused = p.done
+        result = execute(p, progress=not args.quiet)
+        print(result["summary"] + ("  [reused]" if reused else ""), flush=True)
+        print(f"  {p.result_path}", file=sys.stderr)
+    return 0
