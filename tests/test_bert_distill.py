@@ -126,3 +126,28 @@ def test_relation_heads_must_divide_every_width():
         check_relation_heads(5, [120, 384], 384)
     with pytest.raises(ConfigError, match="bert.objective"):
         Distiller("logits", 4, 32, 32)
+
+
+def test_the_teacher_is_cut_to_a_narrower_shallower_space(tmp_path):
+    """bert.init=teacher under a sub-space smaller than the teacher (AutoDistil's tiny): the supernet's largest
+    arch starts as the teacher's top-left sub-network; a space the teacher fits gets no cut copy."""
+    from safetensors.torch import load_file
+
+    from mosnas.bert.subspace import CROPPED, crop_teacher
+    from mosnas.bert.teacher import teacher_weights
+
+    assert not crop_teacher(teacher_weights(), bert.load_space(MINILM), 30522, tmp_path / CROPPED)
+    assert not (tmp_path / CROPPED).exists()
+    small = tmp_path / "small.yaml"
+    small.write_text("name: small\nlayers: [2, 3]\nhidden: [96, 192]\nheads: [6, 12]\nffn: [512, 768]\n")
+    space = bert.load_space(small)
+    assert crop_teacher(teacher_weights(), space, 30522, tmp_path / CROPPED)
+    full, cut = load_file(str(teacher_weights())), load_file(str(tmp_path / CROPPED))
+    assert "encoder.layer.3.output.dense.weight" not in cut and "encoder.layer.2.output.dense.weight" in cut
+    assert torch.equal(
+        cut["encoder.layer.2.intermediate.dense.weight"], full["encoder.layer.2.intermediate.dense.weight"][:768, :192]
+    )
+    cfg = load_config(None, ["family=bert", f"supernet.space={small}", f"out_dir={tmp_path}", "name=."])
+    net = Supernet(space, 30522, bert.supernet_config(cfg), bert)
+    weights = net.weights(space.largest())
+    assert torch.equal(weights["embeddings.word_embeddings.weight"], full["embeddings.word_embeddings.weight"][:, :192])

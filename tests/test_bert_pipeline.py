@@ -101,3 +101,30 @@ def test_mosnas_run_bert_tiny_end_to_end(tmp_path):
     assert (folder / "glue" / "SST-2" / "result.json").stat().st_mtime_ns == stamp
     strip = lambda res: json.dumps([{k: v for k, v in r.items() if k != "measured_latency_ms"} for r in res["results"]])
     assert strip(again) == strip(results)
+
+
+def test_autodistil_routes_each_budget_to_the_subspace_that_contains_it():
+    from mosnas.autodistil import route
+
+    smallest = {"tiny": 4_285_296, "small": 7_775_808, "base": 13_648_256}
+    routed = route((5_000_000, 8_000_000, 13_000_000, 15_000_000), smallest)
+    assert routed == {"tiny": [5_000_000], "small": [8_000_000, 13_000_000], "base": [15_000_000]}
+    with pytest.raises(ConfigError, match="below every sub-space"):
+        route((4_000_000,), smallest)
+
+
+@pytest.mark.slow
+def test_autodistil_trains_one_shared_supernet_per_subspace_and_searches_the_right_one(tmp_path):
+    from mosnas.autodistil import run_autodistil
+
+    spaces = []
+    for name, layers, hidden in (("low", "[1]", "[16, 24]"), ("high", "[2]", "[24, 32]")):
+        spaces.append(tmp_path / f"bert_tiny_{name}.yaml")
+        spaces[-1].write_text(f"name: {name}\nlayers: {layers}\nhidden: {hidden}\nheads: [2, 4]\nffn: [32, 64]\n")
+    cfg = tiny(tmp_path, "supernet.generator=shared", "glue.tasks=[]", "search.params_budgets=[600000,900000]")
+    results = run_autodistil(cfg, [str(s) for s in spaces], progress=False)
+    searched = {r["name"]: r for r in results["results"] if r["kind"] == "search"}
+    assert set(searched) == {"params-0.6M (low)", "params-0.9M (high)"}
+    assert all(r["parameters"] <= r["max_params"] for r in searched.values())
+    assert (tmp_path / "bert_tiny-low" / "checkpoints").is_dir() and (tmp_path / "bert_tiny-high").is_dir()
+    assert "params-0.9M (high)" in (tmp_path / "bert_tiny" / "summary.md").read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ from mosnas.bert.export import save_model as _save_model
 from mosnas.bert.latency_parts import latency_parts, part_workload, space_parts
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.space import SCHEMA, Arch, load_space
+from mosnas.bert.subspace import CROPPED
 from mosnas.bert.teacher import teacher_path, teacher_weights
 from mosnas.config import Config, LatencyConfig, SupernetConfig
 from mosnas.errors import CheckpointError
@@ -97,11 +98,14 @@ def supernet_config(cfg: Config) -> SupernetConfig:
     model.safetensors into every tensor and every MoS expert (expert_init=copy: MoS starts as the teacher and the
     routers' per-arch mixtures break the experts' symmetry under the sandwich rule), `teacher-first` into expert
     0 only (pretrained-first: the others are fresh BERT draws), `random` leaves `supernet` as it is. A teacher
-    wider or deeper than the space's largest arch is refused by the supernet (ConfigError)."""
+    wider or deeper than the space's largest arch starts it cut to the space (the run's teacher_init.safetensors,
+    written by `prepare`: mosnas.bert.subspace)."""
     if cfg.bert.init == "random":
         return cfg.supernet
     expert_init = "copy" if cfg.bert.init == "teacher" else "pretrained-first"
-    return replace(cfg.supernet, pretrained=str(teacher_weights(cfg.bert.teacher)), expert_init=expert_init)
+    cut = cfg.run_dir / CROPPED  # H1b: the teacher cut to a narrower or shallower space
+    weights = cut if cut.is_file() else teacher_weights(cfg.bert.teacher)
+    return replace(cfg.supernet, pretrained=str(weights), expert_init=expert_init)
 
 
 def init_info(cfg: Config) -> dict[str, Any]:
@@ -111,16 +115,9 @@ def init_info(cfg: Config) -> dict[str, Any]:
 
 
 # -- data and training: mosnas.bert.task (distillation) ----------------------------------------------------
-# >>> H1b: replace this block with `from mosnas.bert.task import check_inputs, evaluate, fitness, prepare, task,
-# vocab` (and RUN_FILES, the files `prepare` writes into a run folder).
-RUN_FILES: tuple[str, ...] = ()
-
-
-def _missing(*args: Any, **kwargs: Any) -> Any:
-    raise NotImplementedError("the BERT distillation task (mosnas/bert/task.py) is not written yet")
-
-
-check_inputs = prepare = task = fitness = evaluate = _missing
+# >>> H1b: the distillation task, its fitness and the evaluation of an exported student (mosnas.bert.task)
+from mosnas.bert.glue import glue_table  # noqa: E402
+from mosnas.bert.task import RUN_FILES, check_inputs, evaluate, fitness, prepare, task  # noqa: E402
 
 
 def vocab(run_dir: Path) -> tuple[Any, int]:
@@ -182,8 +179,10 @@ def describe(arch: dict[str, Any]) -> str:
 def report_notes(rows: list[dict[str, Any]]) -> list[str]:
     """The lines under the results table: what the metric and the costs count."""
     return [
-        "distill loss: the exported student's held-out distillation loss against the teacher (lower is better). "
+        "distill loss: the exported student's held-out relation loss against the teacher (MiniLMv2's Q-Q, K-K, V-V "
+        "KL per token on bert.eval_text, whatever objective trained it; lower is better). "
         "Params count every parameter of the exported BertModel (embeddings and pooler included, as Hugging Face "
         "counts them); params (non-emb.) leave out the word, position and token-type tables and their LayerNorm. "
         "FLOPs and latency: one sequence of latency.src_len tokens, batch 1 (see latency/report.json for the device).",
+        *(["", *glue_table(rows)] if glue_table(rows) else []),  # H1b: GLUE dev scores of the students
     ]

@@ -19,14 +19,15 @@ from torch import nn
 from mosnas.bert.data import Batch, TextData, load_text, text_files
 from mosnas.bert.distill import Distiller, check_relation_heads
 from mosnas.bert.glue import check_glue, glue_scores
-from mosnas.bert.teacher import load_teacher, teacher_path
+from mosnas.bert.subspace import CROPPED, crop_teacher
+from mosnas.bert.teacher import load_teacher, teacher_path, teacher_weights
 from mosnas.checkpoint import list_checkpoints
 from mosnas.config import Config, SearchConfig
 from mosnas.hardware import Precision
 from mosnas.records import fresh, made_from, read_json, write_json
 from mosnas.space import Arch, Space
 
-RUN_FILES: tuple[str, ...] = ()  # nothing is trained before the supernet: the WordPiece is the teacher's
+RUN_FILES = (CROPPED,)  # the teacher cut to a narrower space (`prepare`); the WordPiece is the teacher's
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -68,7 +69,18 @@ def check_inputs(cfg: Config) -> None:
 
 
 def prepare(cfg: Config, run_dir: Path) -> None:
-    """Nothing to make before training: the tokenizer is the teacher's WordPiece (the run's config names it)."""
+    """What a run needs before its supernet is built: with `bert.init` from the teacher and a space narrower or
+    shallower than the teacher, the teacher cut to the space (mosnas.bert.subspace). The tokenizer is the
+    teacher's WordPiece (the run's config names it)."""
+    import transformers
+
+    from mosnas.bert.space import load_space
+
+    if cfg.bert.init == "random" or (Path(run_dir) / CROPPED).is_file():
+        return
+    folder = teacher_path(cfg.bert.teacher)
+    vocab_size = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True).vocab_size
+    crop_teacher(teacher_weights(cfg.bert.teacher), load_space(cfg.supernet.space), vocab_size, Path(run_dir) / CROPPED)
 
 
 def _distiller(cfg: Config, space: Space, teacher_hidden: int) -> Distiller:
