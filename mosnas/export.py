@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ def provenance(run: LoadedRun, arch: Arch, weights: str = "float32", **extra: An
         family=cfg.family,
         **({"pair": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}"} if cfg.family == "mt" else {}),
         data=asdict(cfg.data),
+        **({cfg.family: asdict(own)} if is_dataclass(own := getattr(cfg, cfg.family, None)) else {}),  # e.g. bert
         run=str(Path(run.run_dir).resolve()),
         checkpoint=run.checkpoint,
         arch=arch.to_dict(),
