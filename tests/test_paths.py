@@ -113,3 +113,19 @@ def test_pyproject_states_a_torch_range_that_holds_the_installed_torch():
     assert torch_req.specifier.contains(torch.__version__.split("+")[0])
     assert not torch_req.specifier.contains("2.0.1") and not torch_req.specifier.contains("3.0.0")
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text(encoding="utf-8").split()
+
+
+def test_a_run_saved_with_relative_paths_is_the_same_run(tiny_run_dir, tmp_path, monkeypatch, capsys):
+    """Continuing a run of mosnas 0.1.0 with the same config is not refused as a different run: its saved
+    relative paths and the config file's own resolve to the same files."""
+    old = shutil.copytree(tiny_run_dir, tmp_path / "tiny")
+    saved = yaml.safe_load((old / "config.yaml").read_text(encoding="utf-8"))
+    saved["data"]["dir"], saved["supernet"]["space"] = "../shared/data/multi30k", "configs/spaces/tiny.yaml"
+    saved["out_dir"] = str(tmp_path)  # where it is now (out_dir is where runs go, relative to the cwd as before)
+    (old / "config.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(ROOT / "configs" / "tiny.yaml"), f"out_dir={tmp_path}", "train.max_steps=8", "--quiet"]
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((old / "config.yaml").read_text(encoding="utf-8"))["data"]["dir"] == str(DATA.resolve())
+    assert main([*args, "--resume", "train.lr=5e-3"]) == 2  # another run is still told apart
+    assert "holds a different run (changed: train.lr)" in capsys.readouterr().err
