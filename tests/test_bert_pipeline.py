@@ -128,3 +128,27 @@ def test_autodistil_trains_one_shared_supernet_per_subspace_and_searches_the_rig
     assert all(r["parameters"] <= r["max_params"] for r in searched.values())
     assert (tmp_path / "bert_tiny-low" / "checkpoints").is_dir() and (tmp_path / "bert_tiny-high").is_dir()
     assert "params-0.9M (high)" in (tmp_path / "bert_tiny" / "summary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_equal_one_process_accumulating_both_shares(tmp_path):
+    """DDP: 2 ranks, each on its share of the global batch, end where one process accumulating the same two
+    batches (update_freq=2) ends, the task's projection included (no dropout, fp32)."""
+    import os
+    import subprocess
+    import sys
+
+    same = ["supernet.dropout=0", "supernet.attention_dropout=0", "bert.objective=both", "train.max_steps=2"]
+    same += ["train.precision=fp32"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mosnas"]
+    cmd += ["train", str(TINY), f"out_dir={tmp_path / 'ddp'}", *same, "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    train(load_config(TINY, [f"out_dir={tmp_path / 'one'}", *same, "train.update_freq=2"]), show_progress=False)
+    (model_d, opt_d), (model_1, opt_1) = _last(tmp_path / "ddp" / "bert_tiny"), _last(tmp_path / "one" / "bert_tiny")
+    for name in model_1:
+        torch.testing.assert_close(model_d[name], model_1[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in ("task.projection.proj.weight", "task.projection.proj.bias"):
+        torch.testing.assert_close(opt_d[name], opt_1[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert read_log(tmp_path / "ddp" / "bert_tiny")[0]["world_size"] == 2
