@@ -247,6 +247,7 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
         relations = Distiller("relations", bc.relation_heads, 1, 1)
         loss = heldout_loss(student, batches, targets, relations, torch.device("cpu"), False)
         result = {"distill_loss": round(loss, 5), "eval_sequences": n, "eval_text": [f.name for f in files]}
+        result["split"] = f"{'+'.join(f.name for f in files)}, {n:,} seq. of <= {bc.max_seq_len} tok."  # report
         write_json(result_file, {**result, "made_from": record})
     out = {k: v for k, v in read_json(result_file).items() if k != "made_from"}
     glue = glue_scores(model_dir, cfg, progress, upstream)
