@@ -8,9 +8,10 @@ import sys
 from importlib.metadata import version
 
 from mosnas import tune_malloc
-from mosnas.cli_args import _Parser, _setting, lock_written_run, quiet_exit
+from mosnas.cli_args import _Parser, lock_written_run, quiet_exit
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "mosnas.latency_cli",  # latency (measure, fit, --fit a dataset) and search (budgets re-measured)
     "mosnas.commands",  # export, finetune, translate, evaluate: default to the model's record
     "mosnas.reference",
     "mosnas.rebuild",
@@ -35,18 +36,6 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     r = sub.add_parser("run", help="train, export, evaluate and report (continues a stopped run)")
     with_config(r)
-
-    la = sub.add_parser("latency", help="measure archs, fit the latency predictor, report its held-out accuracy")
-    la.add_argument("run", help="run folder")
-    _setting(la, "--samples", "latency.num_samples", default=None, help="archs to measure (default: the run's)")
-    la.add_argument("--quiet", action="store_true")
-
-    se = sub.add_parser("search", help="evolutionary search under a budget, then export and evaluate the winner")
-    se.add_argument("run", help="run folder")
-    _setting(se, "--latency-ms", "search.latency_ms", default=None, help="latency budget (needs `mosnas latency RUN`)")
-    _setting(se, "--max-params", "search.max_params", help="parameter limit (0: none)")
-    _setting(se, "--max-flops", "search.max_flops", help="FLOPs limit (0: none)")
-    se.add_argument("--quiet", action="store_true")
 
     for name in COMMAND_MODULES:  # each adds its subcommands, with set_defaults(handler=fn(args) -> exit code)
         importlib.import_module(name).add_commands(sub)
@@ -107,64 +96,4 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(RunDir(cfg.run_dir).summary.read_text(encoding="utf-8"))
             print(f"results: {RunDir(cfg.run_dir).results} ({len(results['results'])} archs)")
         return 0
-    if args.command == "latency":
-        return _latency(args)
-    if args.command == "search":
-        return _search(args)
     raise AssertionError(f"no handler for {args.command}")
-
-
-def _latency(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from mosnas.pipeline import latency_stage
-    from mosnas.run import load_run
-
-    run = load_run(args.run)
-    lc = replace(run.cfg.latency, num_samples=args.samples) if args.samples else run.cfg.latency
-    replace(run.cfg, latency=lc).validate()  # --samples against the run's latency.holdout
-    report = latency_stage(run, lc, progress=not args.quiet)
-    for name in ("mlp", "linear"):
-        m = report[name]
-        print(
-            f"{name:6s} held-out ({report['heldout_samples']} archs, trained on {report['train_samples']}): "
-            f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
-        )
-    print(f"scatter plot: {run.dir.latency / 'scatter.png'}")
-    return 0
-
-
-def _search(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from mosnas.errors import ConfigError
-    from mosnas.pipeline import export_and_score, search_stage
-    from mosnas.run import load_run
-
-    run = load_run(args.run)
-    if args.latency_ms is None and not (args.max_params or args.max_flops):
-        raise ConfigError("give a budget: --latency-ms, --max-params and/or --max-flops")
-    if args.latency_ms is not None and not (run.dir.latency / "predictor.json").is_file():
-        raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {args.run}` first")
-    parts = (
-        ([f"latency-{args.latency_ms:g}ms"] if args.latency_ms is not None else [])
-        + ([f"params-{args.max_params}"] if args.max_params else [])
-        + ([f"flops-{args.max_flops}"] if args.max_flops else [])
-    )
-    name = "_".join(parts)
-    sc = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
-    found = search_stage(run, sc, name, args.latency_ms, run.cfg.latency, progress=not args.quiet)
-    arch = run.space.arch_from_dict(found["evolution"]["arch"])
-    row = export_and_score(run, arch, run.dir.export(name), run.cfg.latency, progress=not args.quiet)
-    print(f"best arch ({found['evolution']['num_evaluations']} evaluations): {arch.to_json()}")
-    print(
-        f"validation NLL {found['evolution']['fitness']:.4f}"
-        + (f" (random search, same evaluations: {found['random']['fitness']:.4f})" if "random" in found else "")
-    )
-    print(
-        f"parameters {row['parameters']:,}  FLOPs {row['flops']:,}  latency predicted "
-        f"{found['predicted_latency_ms']} ms, measured {row['measured_latency_ms']:.2f} ms"
-    )
-    print(f"BLEU {row['bleu']:.2f}  chrF {row['chrf']:.2f}  ({row['split']})  {row['bleu_signature']}")
-    print(f"exported to {run.dir.export(name)}")
-    return 0

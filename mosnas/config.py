@@ -134,6 +134,7 @@ class SearchConfig:
     latency_fractions: tuple[float, ...] = num((), gt=0, le=1)
     max_params: int = num(0, ge=0)  # extra limits on every budget (0: none)
     max_flops: int = num(0, ge=0)
+    max_memory_mb: float = num(0.0, ge=0)  # limit on the estimated peak inference memory (MiB; 0: none)
     population: int = num(125, gt=0)
     parents: int = num(25, gt=0)  # at most population
     mutations: int = num(50, ge=0)

@@ -1,28 +1,29 @@
-"""Latency: time any workload of an exported subnet (a family says what it runs), and predict it from the arch
-embedding."""
+"""Latency: time any workload of an exported subnet (a family says what it runs), interleaved across archs,
+with the noise floor of the measurement itself. The predictors are in mosnas.latency_predictors (MLP, linear),
+mosnas.latency_table (per-layer lookup table) and mosnas.hat_latency (fit on a portable dataset)."""
 
 from __future__ import annotations
 
 import json
 import platform
+import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
 from tqdm import tqdm
 
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.hardware import Precision, cpu_flags, cpu_name, resolve_precision
+from mosnas.latency_predictors import LatencyPredictor, LinearPredictor, evaluate_predictor
 from mosnas.records import write_text
-from mosnas.space import Arch, Schema, Space
-from mosnas.stats import prediction_errors
+from mosnas.space import Arch
+
+__all__ = ["LatencyPredictor", "LinearPredictor", "evaluate_predictor"]  # their home: mosnas.latency_predictors
 
 # -- measurement ------------------------------------------------------------------------------
 
@@ -67,14 +68,15 @@ def workload_precision(
     return Precision("fp32", requested, f"auto: bf16 is not faster for this workload: {measured}", timed)
 
 
-def device_info(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """What a latency sample was measured on: device name, thread count, CPU flags, torch and OS."""
+def device_info(device: str | torch.device = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """What a latency sample was measured on: device name, thread count (`threads`, default torch's now),
+    CPU flags, torch and OS."""
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": str(device),
         "name": name,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads() if threads is None else threads,
         "cpu_flags": cpu_flags(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -118,13 +120,101 @@ def measure(
     return {"latency_ms": statistics.median(kept), "mean_ms": statistics.fmean(kept), "times_ms": times, "device": info}
 
 
-def measure_archs(
-    supernet: Any, archs: list[Arch], time_model: Callable[[nn.Module], dict[str, Any]], progress: bool = True
+def _robust(times: list[float]) -> dict[str, float]:
+    """Median (`latency_ms`) and the mean of the middle 80% (`mean_ms`) of `times` (ms)."""
+    cut = int(0.1 * len(times))
+    kept = sorted(times)[cut : len(times) - cut]
+    return {"latency_ms": statistics.median(times), "mean_ms": statistics.fmean(kept)}
+
+
+@torch.no_grad()
+def measure_interleaved(
+    works: Sequence[Callable[[], Any]],
+    warmup: int = 2,
+    repeats: int = 10,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Latency samples ({"arch": ..., **time_model(model)}) of each arch's exported (collapsed, dense) model."""
-    samples = []
-    for arch in tqdm(archs, desc="latency", disable=not progress, dynamic_ncols=True):
-        samples.append({"arch": arch.to_dict(), **time_model(supernet.export(arch))})
+    """Time several workloads together: each of `repeats` rounds runs every work once, in a fresh seeded order,
+    so a slow phase of a shared machine (another process, a clock change) falls on all works alike instead of
+    on whichever was being timed then; `warmup` untimed rounds come first. Per work (in order): `latency_ms`
+    (median of its times), `mean_ms` (mean of the middle 80%), `times_ms`. CUDA work is synchronized before
+    each clock reading; `threads` CPU threads (restored after). Raises ConfigError for repeats < 1 or
+    warmup < 0."""
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"latency: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    rng, times = random.Random(seed), [[] for _ in works]
+    old_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for r in range(warmup + repeats):
+            order = list(range(len(works)))
+            rng.shuffle(order)
+            for i in order:
+                sync()
+                start = time.perf_counter()
+                works[i]()
+                sync()  # CUDA kernels run asynchronously: wait for them before reading the clock
+                if r >= warmup:
+                    times[i].append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(old_threads)
+    return [{**_robust(t), "times_ms": t} for t in times]
+
+
+def noise_floor(latencies_ms: Sequence[float]) -> dict[str, Any]:
+    """The spread of one model's latency re-measured (each value one full measurement, e.g. a median of
+    repeats): `rel_std_pct` (sample std / median), `mape_pct` (mean |x - median| / median: what a perfect
+    predictor's MAPE would be against these measurements), `range_pct` ((max - min) / median), all in %.
+    A predictor's error cannot meaningfully go below it. Needs >= 2 values (else the spreads are None)."""
+    x = np.asarray(latencies_ms, dtype=np.float64)
+    if len(x) == 0:
+        raise PredictorError("noise_floor needs at least one latency")
+    med = float(np.median(x))
+    if len(x) < 2:
+        return {"n": 1, "median_ms": med, "rel_std_pct": None, "mape_pct": None, "range_pct": None}
+    return {
+        "n": len(x),
+        "median_ms": med,
+        "rel_std_pct": float(x.std(ddof=1) / med * 100),
+        "mape_pct": float(np.mean(np.abs(x - med)) / med * 100),
+        "range_pct": float((x.max() - x.min()) / med * 100),
+    }
+
+
+def measure_archs(
+    supernet: Any,
+    archs: list[Arch],
+    workload: Callable[[Any], Callable[[], Any]],
+    timing: dict[str, Any],
+    reference: Arch | None = None,
+    interleave: int = 8,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Latency samples of each arch's exported (collapsed, dense) model, `interleave` archs timed together
+    (measure_interleaved with `timing`: warmup, repeats, device, threads, seed); `workload(model)` is the
+    family's work of one sample. With `reference`, that arch is timed in every group too and its sample
+    ({"reference": true, ...}) follows the group's: its spread over the groups is the noise floor. Each sample
+    holds `cost_s`, the wall time its group took divided by the models timed."""
+    ref_work = workload(supernet.export(reference)) if reference is not None else None
+    samples: list[dict[str, Any]] = []
+    bar = tqdm(total=len(archs), desc="latency", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(archs), max(interleave, 1)):
+        group = archs[start : start + max(interleave, 1)]
+        works = [workload(supernet.export(a)) for a in group] + ([ref_work] if ref_work else [])
+        t0 = time.perf_counter()
+        timed = measure_interleaved(works, **{**timing, "seed": timing.get("seed", 0) + start})
+        cost = (time.perf_counter() - t0) / len(works)
+        info = device_info(timing.get("device", "cpu"), timing.get("threads"))
+        for i, (arch, t) in enumerate(zip(group + ([reference] if ref_work else []), timed)):
+            sample = {"arch": arch.to_dict(), **t, "cost_s": round(cost, 4), "device": info}
+            samples.append({**sample, "reference": True} if i == len(group) else sample)
+        bar.update(len(group))
+    bar.close()
     return samples
 
 
@@ -142,145 +232,3 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise PredictorError(f"{path}: line {e.lineno} is not valid JSON") from None
-
-
-# -- prediction -------------------------------------------------------------------------------
-
-
-def _parse(space: Space, samples: list[dict[str, Any]]) -> tuple[list[Arch], list[float]]:
-    """Validated archs and latencies of samples ({"arch": ..., "latency_ms": ...})."""
-    if not samples:
-        raise PredictorError("no latency samples given")
-    archs, ys = [], []
-    for i, s in enumerate(samples):
-        if not isinstance(s, dict) or "arch" not in s or "latency_ms" not in s:
-            raise PredictorError(f"latency sample {i} needs 'arch' and 'latency_ms' keys")
-        arch = s["arch"] if isinstance(s["arch"], space.schema.arch) else space.arch_from_dict(s["arch"])
-        y = s["latency_ms"]
-        if isinstance(y, bool) or not isinstance(y, (int, float)) or not y > 0:
-            raise PredictorError(f"latency sample {i}: latency_ms must be a positive number, got {y!r}")
-        archs.append(space.validate(arch))
-        ys.append(float(y))
-    return archs, ys
-
-
-def _features(space: Space, archs: list[Arch]) -> Tensor:
-    return torch.tensor([space.embed(a) for a in archs], dtype=torch.float32)  # (N, 10)
-
-
-class LatencyPredictor:
-    """MLP from the arch's embedding (HAT's 10 features for translation) to latency in ms (HAT: hidden=400,
-    num_layers=4)."""
-
-    def __init__(self, space: Space, hidden: int = 128, num_layers: int = 3, seed: int = 0):
-        self.space, self.hidden, self.num_layers, self.seed = space, hidden, num_layers, seed
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-            torch.manual_seed(seed)
-            dims = [space.embed_dim] + [hidden] * num_layers
-            layers: list[nn.Module] = []
-            for n_in, n_out in zip(dims, dims[1:]):
-                layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-            self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 1))
-        self.mean, self.std = 0.0, 1.0  # target normalization, set by fit
-
-    def fit(
-        self, samples: list[dict[str, Any]], steps: int = 3000, lr: float = 1e-3, batch_size: int = 128
-    ) -> LatencyPredictor:
-        """Train with Adam on the MSE of normalized latencies (mini-batches drawn with the seed)."""
-        archs, ys = _parse(self.space, samples)
-        x, y = _features(self.space, archs), torch.tensor(ys)
-        std = float(y.std()) if len(ys) > 1 else 0.0
-        self.mean, self.std = float(y.mean()), std if std > 0 else 1.0
-        y = (y - self.mean) / self.std
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # small final steps: a precise fit
-        self.net.train()
-        for _ in range(steps):
-            idx = torch.randint(len(ys), (min(batch_size, len(ys)),), generator=gen)
-            loss = F.mse_loss(self.net(x[idx]).squeeze(-1), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        self.net.eval()
-        return self
-
-    @torch.no_grad()
-    def predict(self, archs: list[Arch]) -> list[float]:
-        """Predicted latency (ms) of each arch."""
-        if not archs:
-            return []
-        out = self.net(_features(self.space, archs)).squeeze(-1) * self.std + self.mean
-        return out.tolist()
-
-    def __call__(self, arch: Arch) -> float:
-        return self.predict([arch])[0]
-
-    def save(self, folder: str | Path) -> Path:
-        """Write predictor.safetensors (weights) and predictor.json (space, sizes, normalization)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / "predictor.safetensors"))
-        meta = {
-            "kind": "mlp",
-            "space": self.space.to_dict(),
-            "hidden": self.hidden,
-            "num_layers": self.num_layers,
-            "seed": self.seed,
-            "mean": self.mean,
-            "std": self.std,
-        }
-        (folder / "predictor.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path, schema: Schema) -> LatencyPredictor:
-        """A predictor saved by save(), for a space of the family's `schema`; no pickle involved."""
-        folder = Path(folder)
-        meta_path, weights_path = folder / "predictor.json", folder / "predictor.safetensors"
-        for p in (meta_path, weights_path):
-            if not p.is_file():
-                raise PredictorError(f"latency predictor file not found: {p}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            space = Space.from_dict(meta["space"], schema, str(meta_path))
-            pred = cls(space, meta["hidden"], meta["num_layers"], meta["seed"])
-            pred.mean, pred.std = float(meta["mean"]), float(meta["std"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise PredictorError(f"{meta_path} is not a latency predictor description ({e!r})") from None
-        try:
-            pred.net.load_state_dict(load_file(str(weights_path)))
-        except RuntimeError as e:
-            first = str(e).splitlines()[0]
-            raise PredictorError(f"{weights_path} does not match {meta_path}: {first}") from None
-        return pred
-
-
-class LinearPredictor:
-    """Least squares on the same features plus a bias: the baseline the MLP must beat."""
-
-    def __init__(self, space: Space):
-        self.space = space
-        self.coef: np.ndarray | None = None  # (embed_dim + 1,): the weights, then the bias
-
-    def fit(self, samples: list[dict[str, Any]]) -> LinearPredictor:
-        archs, ys = _parse(self.space, samples)
-        x = np.hstack([_features(self.space, archs).double().numpy(), np.ones((len(ys), 1))])
-        self.coef = np.linalg.lstsq(x, np.asarray(ys), rcond=None)[0]
-        return self
-
-    def predict(self, archs: list[Arch]) -> list[float]:
-        if self.coef is None:
-            raise PredictorError("the linear predictor is not fitted: call fit(samples) first")
-        x = np.asarray([self.space.embed(a) + [1.0] for a in archs]).reshape(len(archs), -1)
-        return (x @ self.coef).tolist() if archs else []
-
-    def __call__(self, arch: Arch) -> float:
-        return self.predict([arch])[0]
-
-
-def evaluate_predictor(pred: LatencyPredictor | LinearPredictor, samples: list[dict[str, Any]]) -> dict[str, float]:
-    """RMSE (ms), MAPE (%) and Kendall tau of `pred` on (held-out) samples."""
-    archs, ys = _parse(pred.space, samples)
-    return prediction_errors(ys, pred.predict(archs))

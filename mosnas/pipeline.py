@@ -8,141 +8,22 @@ run's family (`run.family`: see mosnas.family)."""
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mosnas.config import Config, LatencyConfig, SearchConfig
-from mosnas.errors import ConfigError
-from mosnas.export import ensure_export
 from mosnas.finetune import finetune
-from mosnas.hardware import Precision, resolve_precision
-from mosnas.latency import (
-    LatencyPredictor,
-    LinearPredictor,
-    evaluate_predictor,
-    measure_archs,
-    read_samples,
-    timing_device,
-    workload_precision,
-    write_samples,
-)
+from mosnas.hardware import resolve_precision
+from mosnas.latency_stage import budget_predictor, latency_stage, predictor_of, timing  # noqa: F401
 from mosnas.rebuild import write_reports
-from mosnas.records import changes, fresh, made_from, read_json, write_json
+from mosnas.records import fresh, made_from, read_json, write_json
 from mosnas.run import LoadedRun, RunDir, adopt_config, load_run, needs_training, read_log
 from mosnas.search import Budget, evolutionary_search, random_search
 from mosnas.space import Arch
-from mosnas.stats import scatter_plot
 from mosnas.train import train
-
-# -- latency ---------------------------------------------------------------------------------------
-TIMING = ("src_len", "tgt_len", "beam", "warmup", "repeats", "threads", "device", "precision")  # what a sample is
-
-
-def _timing_settings(lc: LatencyConfig, *extra: str) -> dict[str, Any]:
-    return {k: getattr(lc, k) for k in TIMING + extra}
-
-
-def timing(run: LoadedRun, lc: LatencyConfig) -> tuple[torch.device, Precision]:
-    """The device and precision this run's latencies are measured in: decided once per trained supernet
-    (for `auto`, by timing its largest arch both ways, see `latency.workload_precision`) and kept in
-    latency/timing.json, so the predictor's samples and the winners' re-measurements agree."""
-    path = run.dir.latency / "timing.json"
-    record = made_from(
-        latency={k: getattr(lc, k) for k in ("device", "precision", "threads")}, checkpoint=run.checkpoint
-    )
-    device = timing_device(lc.device)
-    if fresh(path, record, "latency timing"):
-        return device, Precision.from_dict(read_json(path)["precision"])
-
-    def time_in(dtype: torch.dtype) -> float:
-        model = run.net.export(run.space.largest())
-        return run.family.time_model(model, lc, device, dtype, max(lc.repeats, 3))["latency_ms"]
-
-    precision = workload_precision(lc.precision, device, lc.threads, time_in)
-    write_json(path, {"made_from": record, "precision": precision.to_dict()})
-    return device, precision
-
-
-def _samples(run: LoadedRun, lc: LatencyConfig, progress: bool) -> tuple[list[dict[str, Any]], Precision]:
-    """The first `num_samples` archs of the seeded list, measured: samples measured with the same timing
-    settings and checkpoint are kept (a longer list only measures what is missing), others are dropped."""
-    samples_file, record_file = run.dir.latency / "samples.jsonl", run.dir.latency / "samples.made_from.json"
-    record = made_from(latency=_timing_settings(lc, "seed"), checkpoint=run.checkpoint)
-    if not fresh(record_file, record, "latency samples"):
-        samples_file.unlink(missing_ok=True)
-        write_json(record_file, {"made_from": record})  # before any sample: samples.jsonl holds only these
-    samples = read_samples(samples_file) if samples_file.is_file() else []
-    device, precision = timing(run, lc)
-    rng = random.Random(lc.seed)
-    archs = [run.space.largest(), run.space.smallest()] + [run.space.sample(rng) for _ in range(lc.num_samples - 2)]
-    samples = samples[: len(archs)]
-    time_model = lambda model: run.family.time_model(model, lc, device, precision.dtype, lc.repeats)
-    for start in range(len(samples), len(archs), 20):  # measure in chunks so a stopped run keeps what it measured
-        samples += measure_archs(run.net, archs[start : start + 20], time_model, progress)
-        write_samples(samples, samples_file)
-    return samples, precision
-
-
-def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> dict[str, Any]:
-    """Measure `num_samples` archs, fit the MLP predictor (and a linear baseline), report held-out accuracy."""
-    out = run.dir.latency
-    report_file = out / "report.json"
-    record = made_from(latency=asdict(lc), checkpoint=run.checkpoint)
-    if fresh(report_file, record, "latency predictor"):
-        return read_json(report_file)
-    report_file.unlink(missing_ok=True)  # the predictor is trusted only beside its report
-    samples, precision = _samples(run, lc, progress)
-    split = int(round(len(samples) * (1 - lc.holdout)))
-    order = list(range(len(samples)))
-    random.Random(lc.seed).shuffle(order)
-    train_s, test_s = [samples[i] for i in order[:split]], [samples[i] for i in order[split:]]
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(max(lc.threads, 1))
-        mlp = LatencyPredictor(run.space, lc.hidden, lc.num_layers, lc.seed).fit(train_s, steps=lc.fit_steps)
-    finally:
-        torch.set_num_threads(threads)
-    linear = LinearPredictor(run.space).fit(train_s)
-    mlp.save(out)
-    test_archs = [run.space.arch_from_dict(s["arch"]) for s in test_s]
-    scatter_plot(
-        [s["latency_ms"] for s in test_s],
-        mlp.predict(test_archs),
-        out / "scatter.png",
-        title=f"latency predictor, held-out archs ({run.space.name})",
-    )
-    report = {
-        "train_samples": len(train_s),
-        "heldout_samples": len(test_s),
-        "mlp": evaluate_predictor(mlp, test_s),
-        "linear": evaluate_predictor(linear, test_s),
-        "device": samples[0].get("device"),
-        "settings": samples[0].get("settings"),
-        "precision": precision.to_dict(),
-        "smallest_ms": samples[1]["latency_ms"],
-        "largest_ms": samples[0]["latency_ms"],
-        "made_from": record,
-    }
-    write_json(report_file, report)
-    return report
-
-
-def predictor_of(run: LoadedRun) -> tuple[LatencyPredictor, dict[str, Any]]:
-    """The run's latency predictor and its record; refused (one line) when missing or made from another
-    checkpoint than the run's newest."""
-    report_file = run.dir.latency / "report.json"
-    stored = read_json(report_file).get("made_from") if report_file.is_file() else None
-    if stored is None:
-        raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {run.run_dir}` first")
-    if stored.get("checkpoint") != run.checkpoint:
-        why = "; ".join(changes(stored["checkpoint"], run.checkpoint)[:1])
-        raise ConfigError(f"the latency predictor is stale (checkpoint {why}): run `mosnas latency {run.run_dir}`")
-    return LatencyPredictor.load(run.dir.latency, run.space.schema), stored
+from mosnas.winner import describe_check, hold_budget, remeasure
 
 
 # -- search ----------------------------------------------------------------------------------------
@@ -157,17 +38,24 @@ def budgets(sc: SearchConfig, span: tuple[float, float] | None) -> dict[str, flo
         for f in sc.latency_fractions:
             v = math.ceil((lo + f * (hi - lo)) * 100) / 100  # rounded up: never below the smallest arch
             out[f"latency-{v:g}ms"] = v
-    if not out and (sc.max_params or sc.max_flops):
+    if not out and (sc.max_params or sc.max_flops or sc.max_memory_mb):
         out["limits"] = None
     return out
 
 
 def search_stage(
-    run: LoadedRun, sc: SearchConfig, name: str, latency_ms: float | None, lc: LatencyConfig, progress: bool = True
+    run: LoadedRun,
+    sc: SearchConfig,
+    name: str,
+    latency_ms: float | None,
+    lc: LatencyConfig,
+    progress: bool = True,
+    predictor_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evolutionary search (and the random baseline at equal evaluations) under one budget."""
+    """Evolutionary search (and the random baseline at equal evaluations) under one budget; the latency
+    budget uses the run's predictor, or the one in `predictor_dir` (`mosnas latency --fit`)."""
     out_file = run.dir.search(name)
-    predictor, upstream = predictor_of(run) if latency_ms is not None else (None, None)
+    predictor, upstream = budget_predictor(run, latency_ms, predictor_dir)
     settings = {k: v for k, v in asdict(sc).items() if k not in ("latency_ms", "latency_fractions")}
     settings.update(latency_ms=latency_ms, flops_at=[lc.src_len, lc.tgt_len])  # FLOPs count at these lengths
     record = made_from(search=settings, predictor=upstream, checkpoint=run.checkpoint)
@@ -181,6 +69,8 @@ def search_stage(
         params=lambda arch: _costs(run, arch, lc)["parameters"],
         max_flops=sc.max_flops or None,
         flops=lambda arch: _costs(run, arch, lc)["flops"],
+        max_memory_mb=sc.max_memory_mb or None,
+        memory=lambda arch: _costs(run, arch, lc)["memory_mb"],
     )
     device = next(run.net.parameters()).device
     precision = resolve_precision(sc.precision, device, "search.precision")
@@ -191,7 +81,7 @@ def search_stage(
     result: dict[str, Any] = {
         "budget": name,
         "latency_ms": latency_ms,
-        **{k: getattr(sc, k) for k in ("max_params", "max_flops")},
+        **{k: getattr(sc, k) for k in ("max_params", "max_flops", "max_memory_mb")},
         **about,
         "precision": precision.to_dict(),
         "evolution": evo.to_dict(),
@@ -215,21 +105,13 @@ def export_and_score(
 ) -> dict[str, Any]:
     """Export `arch` (unless `model_dir` holds it already: a fine-tuned model), re-measure its latency and score
     it on the test split; each output is reused only while what it was made from holds."""
-    if model_dir is None:
-        ensure_export(run, arch, out)
+    measured = remeasure(run, arch, out, lc, exported=model_dir is not None)  # latency and peak memory
     model = read_json(out / "export.json").get("made_from")  # what the exported model itself was made from
     scores = run.family.evaluate(out, run.cfg, progress, model)
-    device, precision = timing(run, lc)
-    record = made_from(model=model, latency=_timing_settings(lc), precision=precision.name)
-    latency_file = out / "latency.json"
-    if not fresh(latency_file, record, f"latency of {out.name}"):  # the winner's latency is re-measured
-        latency_file.unlink(missing_ok=True)
-        dense = run.family.load_model(out)[0]
-        timed = run.family.time_model(dense, lc, device, precision.dtype, max(lc.repeats, 10))
-        write_json(latency_file, {**timed, "made_from": record})
     return {
         **scores,
-        "measured_latency_ms": read_json(latency_file)["latency_ms"],
+        "measured_latency_ms": measured["latency_ms"],
+        "peak_memory_mb": measured["memory"]["peak_mb"],
         "arch": arch.to_dict(),
         **_costs(run, arch, lc),
     }
@@ -239,18 +121,22 @@ def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, pr
     """The searched subnet of one budget (and, with finetune.steps, the same subnet fine-tuned)."""
     lc, export = cfg.latency, run.dir.export(name)
     found = search_stage(run, cfg.search, name, limit, lc, progress)
-    arch = run.space.arch_from_dict(found["evolution"]["arch"])
+    arch, check = run.space.arch_from_dict(found["evolution"]["arch"]), None
+    if limit is not None:  # re-measured; over budget beyond the noise floor: the next candidate
+        arch, export, check = hold_budget(run, found, name, limit, lc)
     row = {
         "name": name,
         "kind": "search",
         "budget_ms": limit,
         "fitness": found["evolution"]["fitness"],
-        "predicted_latency_ms": found["predicted_latency_ms"],
-        **{k: found[k] for k in ("max_params", "max_flops")},  # the row carries its own limits
+        "predicted_latency_ms": check["tried"][check["chosen"]]["predicted_ms"] if check else None,
+        **{k: found.get(k) for k in ("max_params", "max_flops", "max_memory_mb")},  # the row carries its limits
         **export_and_score(run, arch, export, lc, progress),
     }
     if "random" in found:
         row["random_search_fitness"] = found["random"]["fitness"]
+    if check:
+        row.update(budget_check=check, budget_note=describe_check(check))
     if not cfg.finetune.steps:
         return [row]
     ft = cfg.finetune

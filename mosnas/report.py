@@ -29,12 +29,13 @@ def _scored_on(r: dict[str, Any]) -> str:
 
 def _table(rows: list[dict[str, Any]], family: Family) -> list[str]:
     costs, metrics = family.COSTS, family.METRICS
-    head = ["subnet", "arch", *(label for _, label in costs), "budget ms", "predicted ms", "measured ms"]
+    head = ["subnet", "arch", *(label for _, label in costs), "budget ms", "predicted ms", "measured ms", "memory MiB"]
     head += [label for _, label in metrics] + ["scored on"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in rows:
         cells = [r["name"], family.describe(r["arch"]), *(_cost(k, r.get(k)) for k, _ in costs)]
         cells += [_ms(r.get("budget_ms")), _ms(r.get("predicted_latency_ms")), _ms(r.get("measured_latency_ms"))]
+        cells.append(_ms(r.get("peak_memory_mb")))  # measured peak inference memory of the exported model
         cells += [f"{r[k]:.2f}" if k in r else "-" for k, _ in metrics]  # a model not scored yet: -
         cells.append(_scored_on(r))
         lines.append("| " + " | ".join(cells) + " |")
@@ -46,14 +47,12 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
     lines = [f"# {results['name']}: generator `{results['generator']}`, {results['steps']} training steps", ""]
     lp = results.get("latency_predictor")
     if lp:
-        m, lin = lp["mlp"], lp["linear"]
-        lines += [
-            f"Latency predictor ({lp['train_samples']} measured archs, {lp['heldout_samples']} held out): "
-            f"MLP RMSE {m['rmse_ms']:.2f} ms, MAPE {m['mape_pct']:.1f}%, Kendall tau {m['kendall_tau']:.3f}; "
-            f"linear baseline MAPE {lin['mape_pct']:.1f}%, tau {lin['kendall_tau']:.3f}.",
-            "",
-        ]
+        lines += [_predictor_line(lp), ""]
     lines += _table(rows, family)
+    checked = [r for r in rows if r.get("budget_note")]
+    if checked:
+        lines += ["", "Latency budgets, winners re-measured (the next candidate when over beyond the noise floor):", ""]
+        lines += [f"- {r['name']}: {r['budget_note']}" for r in checked]
     searched = [r for r in rows if "random_search_fitness" in r]
     if searched:
         lines += [
@@ -67,6 +66,19 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
     if rows:
         lines += ["", *family.report_notes(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _predictor_line(lp: dict[str, Any]) -> str:
+    """The latency predictor's held-out errors (each predictor of the report), the chosen one and the noise."""
+    names = [k for k in ("mlp", "linear", "table") if k in lp]
+    errs = "; ".join(f"{k} MAPE {lp[k]['mape_pct']:.1f}%, tau {lp[k]['kendall_tau']:.3f}" for k in names)
+    noise = lp.get("noise") or {}
+    floor = ""
+    if noise.get("rel_std_pct") is not None:
+        floor = f" Noise floor (one arch re-measured {noise['n']}x): {noise['rel_std_pct']:.1f}% std."
+    chosen = f" Chosen: {lp['chosen']}." if "chosen" in lp else ""
+    head = f"Latency predictor ({lp['train_samples']} measured archs, {lp['heldout_samples']} held out)"
+    return f"{head}: {errs}.{chosen}{floor}"
 
 
 def pareto_plot(results: dict[str, Any], path: str | Path, family: Family) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm import tqdm
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from mosnas.errors import BudgetError, ConfigError
 from mosnas.space import Arch, Space
 
+CANDIDATES = 50  # ranked archs a search result keeps (fallbacks for a budget that does not hold when measured)
 Fitness = Callable[[Arch], float]
 Constraint = Callable[[Arch], bool]
 
@@ -46,8 +47,9 @@ class Limit:
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper bounds on predicted latency, parameters and FLOPs of an arch; None leaves one unbounded.
-    Each bound comes with its cost function (arch -> value), which the model family provides."""
+    """Upper bounds on predicted latency, parameters, FLOPs and estimated inference memory of an arch; None
+    leaves one unbounded. Each bound comes with its cost function (arch -> value), which the model family
+    provides."""
 
     latency_ms: float | None = None
     latency: Callable[[Arch], float] | None = None  # a predictor: arch -> ms (e.g. a LatencyPredictor)
@@ -55,11 +57,13 @@ class Budget:
     params: Callable[[Arch], int] | None = None  # arch -> parameters of its exported model
     max_flops: int | None = None
     flops: Callable[[Arch], int] | None = None  # arch -> FLOPs of its exported model
+    max_memory_mb: float | None = None
+    memory: Callable[[Arch], float] | None = None  # arch -> estimated peak inference memory (MiB)
 
     def constraints(self, space: Space) -> list[Limit]:
         """One Limit per bound that is set, checked for consistency."""
         bounds = [("latency", "latency_ms", "latency", " ms"), ("params", "max_params", "params", "")]
-        bounds.append(("FLOPs", "max_flops", "flops", ""))
+        bounds += [("FLOPs", "max_flops", "flops", ""), ("memory", "max_memory_mb", "memory", " MiB")]
         for _, key, _, _ in bounds:
             v = getattr(self, key)
             if v is not None and not v > 0:
@@ -77,12 +81,15 @@ class Budget:
 
 @dataclass
 class SearchResult:
-    """The best arch found, its fitness, the best fitness per generation (or per evaluation) and the cost."""
+    """The best arch found, its fitness, the best fitness per generation (or per evaluation), the cost, and the
+    best `CANDIDATES` distinct archs evaluated (all within the budget), best first: the fallbacks when the
+    winner, measured, breaks its budget."""
 
     arch: Arch
     fitness: float
     history: list[float]
     num_evaluations: int  # distinct archs whose fitness was computed
+    candidates: list[tuple[Arch, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +97,7 @@ class SearchResult:
             "fitness": self.fitness,
             "history": self.history,
             "num_evaluations": self.num_evaluations,
+            "candidates": [{"arch": a.to_dict(), "fitness": f} for a, f in self.candidates],
         }
 
 
@@ -126,6 +134,10 @@ class _Evaluator:
     def best(self) -> tuple[Arch, float]:
         arch = min(self.cache, key=self.cache.__getitem__)  # ties: the first evaluated
         return arch, self.cache[arch]
+
+    def ranked(self) -> list[tuple[Arch, float]]:
+        """The best CANDIDATES evaluated archs, best first (ties: the first evaluated)."""
+        return sorted(self.cache.items(), key=lambda kv: kv[1])[:CANDIDATES]
 
 
 def evolutionary_search(
@@ -166,7 +178,7 @@ def evolutionary_search(
             break
         pop = top + _breed(space, ev, top, rng, mutations, crossovers, mutation_prob)
     arch, best = ev.best()
-    return SearchResult(arch, best, history, len(ev.cache))
+    return SearchResult(arch, best, history, len(ev.cache), ev.ranked())
 
 
 def _breed(
@@ -207,4 +219,4 @@ def random_search(
             history.append(min(score, history[-1]) if history else score)
             bar.update(1)
     arch, best = ev.best()
-    return SearchResult(arch, best, history, len(ev.cache))
+    return SearchResult(arch, best, history, len(ev.cache), ev.ranked())

@@ -14,11 +14,14 @@ from mosnas.latency import (
     evaluate_predictor,
     measure,
     measure_archs,
+    measure_interleaved,
+    noise_floor,
     read_samples,
     timing_device,
     workload_precision,
     write_samples,
 )
+from mosnas.latency_predictors import read_meta
 from mosnas.mt.costs import count_flops
 from mosnas.mt.decode import measure_latency
 from mosnas.stats import kendall_tau, scatter_plot
@@ -136,17 +139,77 @@ def test_timing_device_is_a_setting():
         timing_device("tpu-ish")
 
 
-def test_measure_archs_feed_a_predictor(space, tmp_path):
+def test_measure_archs_interleaved_feed_a_predictor(space, tmp_path):
+    from mosnas import mt
+    from mosnas.config import LatencyConfig
+
     net = make_supernet(space, "neuron")
     archs = [space.smallest(), space.largest(), space.sample(random.Random(4))]
-    samples = measure_archs(net, archs, lambda model: measure_latency(model, **SETTINGS), progress=False)
-    assert [s["arch"] for s in samples] == [a.to_dict() for a in archs]
+    lc = LatencyConfig(src_len=6, tgt_len=4, beam=2)
+    work = lambda model: mt.workload(model, lc, torch.device("cpu"), torch.float32)
+    timing = {"warmup": 1, "repeats": 3, "device": "cpu", "threads": 1}
+    samples = measure_archs(net, archs, work, timing, reference=archs[2], interleave=2, progress=False)
+    # groups of 2 archs, each followed by the reference arch timed with them
+    assert [s.get("reference", False) for s in samples] == [False, False, True, False, True]
+    assert [s["arch"] for s in samples if not s.get("reference")] == [a.to_dict() for a in archs]
+    assert all(len(s["times_ms"]) == 3 and s["latency_ms"] > 0 and s["cost_s"] > 0 for s in samples)
+    assert samples[0]["device"]["threads"] == 1
     write_samples(samples, tmp_path / "latency.jsonl")
     assert read_samples(tmp_path / "latency.jsonl") == samples
     pred = LinearPredictor(space).fit(samples)
     assert len(pred.predict(archs)) == 3
-    png = scatter_plot([s["latency_ms"] for s in samples], pred.predict(archs), tmp_path / "plot" / "scatter.png")
+    png = scatter_plot([s["latency_ms"] for s in samples], pred.predict(archs + archs[2:] * 2), tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interleaved_rounds_run_every_work_in_a_seeded_order():
+    order = []
+    works = [lambda i=i: order.append(i) for i in range(4)]
+    timed = measure_interleaved(works, warmup=1, repeats=3, threads=1, seed=5)
+    assert len(order) == 16 and all(sorted(order[r * 4 : r * 4 + 4]) == [0, 1, 2, 3] for r in range(4))
+    assert [len(t["times_ms"]) for t in timed] == [3, 3, 3, 3]  # warm-up rounds are not timed
+    again = []
+    measure_interleaved([lambda i=i: again.append(i) for i in range(4)], warmup=1, repeats=3, threads=1, seed=5)
+    assert again == order  # seeded
+    assert len({tuple(order[r * 4 : r * 4 + 4]) for r in range(4)}) > 1  # a fresh order each round
+    with pytest.raises(ConfigError, match="repeats must be >= 1"):
+        measure_interleaved(works, repeats=0)
+
+
+def test_noise_floor_is_the_spread_of_one_arch_remeasured():
+    floor = noise_floor([100.0, 102.0, 98.0, 100.0])
+    assert floor["n"] == 4 and floor["median_ms"] == 100.0
+    assert floor["mape_pct"] == pytest.approx(1.0) and floor["range_pct"] == pytest.approx(4.0)
+    assert floor["rel_std_pct"] == pytest.approx(1.633, abs=1e-3)
+    assert noise_floor([5.0])["rel_std_pct"] is None
+    with pytest.raises(PredictorError):
+        noise_floor([])
+
+
+def test_peak_memory_of_an_exported_model_is_measured(space):
+    from mosnas import mt
+    from mosnas.config import LatencyConfig, SupernetConfig
+    from mosnas.mt.costs import costs
+
+    lc, cpu = LatencyConfig(src_len=8, tgt_len=6, beam=2), torch.device("cpu")
+    small, large = (make_supernet(space, "shared").export(a) for a in (space.smallest(), space.largest()))
+    m_small, m_large = mt.memory(small, lc, cpu, torch.float32), mt.memory(large, lc, cpu, torch.float32)
+    params = sum(p.numel() for p in large.parameters())
+    assert m_large["weights_mb"] == pytest.approx(params * 4 / 2**20, rel=0.01)
+    assert m_large["activations_mb"] > 0 and m_large["peak_mb"] > m_small["peak_mb"]
+    assert "profiler" in m_large["method"]
+    estimate = costs(space.largest(), space, 100, SupernetConfig(), lc)["memory_mb"]
+    assert 0.5 < estimate / m_large["peak_mb"] < 2.0, (estimate, m_large)  # the search limit's estimate is close
+
+
+def test_linear_predictor_round_trips(space, tmp_path):
+    samples = _flops_samples(space, 40, seed=3)
+    archs = [space.sample(random.Random(7)) for _ in range(5)]
+    lin = LinearPredictor(space).fit(samples)
+    lin.save(tmp_path / "lin")
+    assert LinearPredictor.load(tmp_path / "lin", space.schema).predict(archs) == pytest.approx(lin.predict(archs))
+    with pytest.raises(PredictorError, match="not 'mlp'"):
+        read_meta(tmp_path / "lin", "mlp")
 
 
 def test_auto_latency_precision_is_decided_by_the_workload():

@@ -38,17 +38,26 @@ def test_latency_search_export_report(run):
     assert all(s["settings"]["precision"] == timing["precision"]["precision"] for s in samples)
     assert report["precision"] == timing["precision"] and timing["made_from"]["checkpoint"] == run.checkpoint
 
-    from mosnas.latency import LatencyPredictor
+    # every predictor was fit and scored on the same held-out archs; the chosen one has the lowest MAPE
+    assert {"mlp", "linear", "table"} <= set(report) and report["chosen"] in ("mlp", "linear", "table")
+    assert report[report["chosen"]]["mape_pct"] == min(report[k]["mape_pct"] for k in ("mlp", "linear", "table"))
+    assert report["table"]["measurements"] == report["table_entries"] + min(20, report["train_samples"])
+    assert report["noise"]["n"] >= 2 and report["noise"]["rel_std_pct"] >= 0 and report["seconds_per_arch"] > 0
+    assert sum(1 for s in samples if s.get("reference")) == report["noise"]["n"]
+    from mosnas.latency_stage import predictor_of
 
-    predictor = LatencyPredictor.load(
-        run.run_dir / "latency", run.space.schema
-    )  # budgets live in the predictor's span, as in run()
+    predictor = predictor_of(run)[0]  # budgets live in the predictor's span, as in run()
     limit = budgets(
         SearchConfig(latency_fractions=(0.5,)), (predictor(run.space.smallest()), predictor(run.space.largest()))
     ).popitem()[1]
     found = search_stage(run, run.cfg.search, "test-budget", limit, run.cfg.latency, progress=False)
     arch = run.space.validate(Arch.from_dict(found["evolution"]["arch"]))
     assert found["predicted_latency_ms"] <= limit
+    cands = found["evolution"]["candidates"]  # ranked feasible archs: the fallbacks
+    assert cands[0]["arch"] == found["evolution"]["arch"] and [c["fitness"] for c in cands] == sorted(
+        c["fitness"] for c in cands
+    )
+    assert all(predictor(run.space.arch_from_dict(c["arch"])) <= limit for c in cands)
     assert found["random"]["num_evaluations"] == found["evolution"]["num_evaluations"]
     # The fitness really is the supernet's validation loss of that arch on the fixed subset.
     # (a seeded sample of the validation split, in the precision the search recorded)
@@ -62,6 +71,14 @@ def test_latency_search_export_report(run):
 
     row = export_and_score(run, arch, run.run_dir / "export" / "test-budget", run.cfg.latency, progress=False)
     assert row["measured_latency_ms"] > 0 and row["parameters"] > 0 and 0 <= row["bleu"] <= 100
+    assert row["peak_memory_mb"] > 0
+    from mosnas.winner import hold_budget
+
+    held_arch, out, check = hold_budget(run, found, "test-budget", limit, run.cfg.latency, fallbacks=2)
+    assert 1 <= len(check["tried"]) <= 3 and check["tried"][0]["arch"] == found["evolution"]["arch"]
+    chosen = check["tried"][check["chosen"]]
+    assert held_arch.to_dict() == chosen["arch"] and (out / "latency.json").is_file()
+    assert check["held"] == (chosen["measured_ms"] <= check["tolerance_ms"]), check
     results = {
         "name": "t",
         "generator": "neuron",
@@ -80,7 +97,7 @@ def test_latency_search_export_report(run):
         ],
     }
     md = summary_markdown(results, run.family)
-    assert "| test-budget |" in md and "Kendall tau" in md and "nrefs:1" in md
+    assert "| test-budget |" in md and "tau" in md and "memory MiB" in md and "nrefs:1" in md
     assert pareto_plot(results, run.run_dir / "p.png", run.family).stat().st_size > 1000
 
 

@@ -86,9 +86,10 @@ def test_latency_command_measures_the_samples_it_is_asked_for(tiny_cfg, capsys):
     assert "latency predictor: redone (latency.num_samples changed 12 -> 14)" in out.err
     report = read_json(cfg.run_dir / "latency" / "report.json")
     assert report["train_samples"] + report["heldout_samples"] == 14
-    assert "held-out (3 archs, trained on 11)" in out.out
+    assert "mlp    held-out (3 archs; 11 measurements)" in out.out and "noise floor" in out.out
     new = samples_file.read_text().splitlines()
-    assert len(new) == 14 and new[:12] == old  # the arch list is seeded: only the missing 2 were measured
+    archs = [x for x in new if '"reference": true' not in x]  # each group of archs is followed by the reference
+    assert len(archs) == 14 and new[: len(old)] == old  # the arch list is seeded: only the missing 2 were measured
     # A search under a latency budget reads the predictor: refitted, its old result is stale.
     assert main(["search", str(cfg.run_dir), "--latency-ms", "1000", "--quiet"]) == 0
     assert "search latency-1000ms: redone (predictor.latency.num_samples changed 12 -> 14)" in capsys.readouterr().err
@@ -100,7 +101,8 @@ def test_latency_command_measures_the_samples_it_is_asked_for(tiny_cfg, capsys):
     run(tiny_cfg("latency.repeats=3"), progress=False)
     assert "latency samples: redone (latency.repeats changed 2 -> 3)" in capsys.readouterr().err
     remeasured = [json.loads(x) for x in samples_file.read_text().splitlines()]
-    assert len(remeasured) == 12 and all(s["settings"]["repeats"] == 3 for s in remeasured)
+    assert sum(not s.get("reference") for s in remeasured) == 12
+    assert all(s["settings"]["repeats"] == 3 for s in remeasured)
 
 
 def test_force_with_another_generator_leaves_nothing_of_the_old_supernet(tiny_cfg):

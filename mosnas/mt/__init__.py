@@ -15,12 +15,14 @@ import torch
 
 from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
 from mosnas.errors import CheckpointError, ConfigError
+from mosnas.memory import peak_memory
 from mosnas.mt.costs import costs
 from mosnas.mt.data import find_split, load_parallel, load_tokenizer
-from mosnas.mt.decode import measure_latency
+from mosnas.mt.decode import latency_workload, measure_latency
 from mosnas.mt.evaluate import evaluate_model, model_about
 from mosnas.mt.export import load_model
 from mosnas.mt.export import save_model as _save_model
+from mosnas.mt.latency_parts import latency_parts, part_workload, space_parts
 from mosnas.mt.space import SCHEMA, Arch, load_space
 from mosnas.mt.task import prepare, supernet_fitness, task
 from mosnas.mt.transformer import Transformer, TransformerConfig
@@ -43,16 +45,21 @@ __all__ = [
     "fitness",
     "from_model",
     "init_model",
+    "latency_parts",
     "load_model",
     "load_space",
+    "memory",
     "mixed_group",
+    "part_workload",
     "prepare",
     "report_notes",
     "save_model",
+    "space_parts",
     "supernet_config",
     "task",
     "time_model",
     "vocab",
+    "workload",
 ]
 
 RUN_FILES = ("spm.model",)  # the run's subword model, trained by `prepare`
@@ -138,6 +145,17 @@ def time_model(
     repeats = lc.repeats if repeats is None else repeats
     threads = max(lc.threads, 1)  # latency.threads=0 means 1
     return measure_latency(model, lc.src_len, lc.tgt_len, lc.beam, lc.warmup, repeats, device, threads, dtype)
+
+
+def workload(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype):
+    """The work of one latency sample of an exported model (HAT's protocol with `latency` settings): a
+    callable the engine times, interleaved with other models' (mosnas.latency.measure_interleaved)."""
+    return latency_workload(model, lc.src_len, lc.tgt_len, lc.beam, device, dtype)
+
+
+def memory(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Peak memory (MiB) of one latency-protocol translation by an exported model (mosnas.memory.peak_memory)."""
+    return peak_memory(model, workload(model, lc, device, dtype), device)
 
 
 def save_model(model: Transformer, out: str | Path, run_dir: Path, arch: Arch, info: dict[str, Any]) -> Path:

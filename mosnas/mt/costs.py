@@ -1,6 +1,8 @@
-"""Exact costs of an arch, computed from the arch alone (no model needed)."""
+"""Exact costs of an arch, computed from the arch alone (no model needed), and its inference memory estimate."""
 
 from __future__ import annotations
+
+import math
 
 from mosnas.config import LatencyConfig, SupernetConfig
 from mosnas.mt.space import Arch
@@ -60,12 +62,26 @@ def count_flops(arch: Arch, qkv_dim: int, vocab_size: int, src_len: int, tgt_len
     return total + mm(t, d, vocab_size)
 
 
-def costs(arch: Arch, space: Space, vocab_size: int, sn: SupernetConfig, lc: LatencyConfig) -> dict[str, int]:
+def costs(arch: Arch, space: Space, vocab_size: int, sn: SupernetConfig, lc: LatencyConfig) -> dict[str, float]:
     """Every cost of `arch` that results and budgets report: the exported model's parameters, HAT's count
-    (without embeddings) and the FLOPs of one sentence pair of the latency protocol's lengths."""
+    (without embeddings), the FLOPs of one sentence pair of the latency protocol's lengths and the estimated
+    peak inference memory (`memory_mb`, MiB, fp32; the search's memory limit)."""
     q = space.qkv_dim
+    parameters = count_parameters(arch, q, vocab_size, sn.share_embeddings, sn.prenorm)
     return {
-        "parameters": count_parameters(arch, q, vocab_size, sn.share_embeddings, sn.prenorm),
+        "parameters": parameters,
+        "memory_mb": inference_memory_mb(arch, parameters, space, lc, vocab_size),
         "parameters_hat": count_parameters_hat(arch, q, sn.prenorm),  # without embeddings, as HAT's tables
         "flops": count_flops(arch, q, vocab_size, lc.src_len, lc.tgt_len),
     }
+
+
+def inference_memory_mb(arch: Arch, parameters: int, space: Space, lc: LatencyConfig, vocab_size: int) -> float:
+    """An estimate (MiB, fp32) of an exported model's peak inference memory under HAT's protocol, for the
+    search's memory limit (cheap: no model): the weights, the decoder's self-attention caches after tgt_len
+    steps and cross-attention keys/values (beam x k*src_len per layer), and one step's logits. The measured
+    peak (mosnas.memory) is reported beside it for every exported model."""
+    q, s, t, b = space.qkv_dim, lc.src_len, lc.tgt_len, lc.beam
+    cache = sum(2 * b * t * q + 2 * b * k * s * q for k in arch.decoder_spans)
+    encoder = math.prod((b, max(arch.decoder_spans) * s, arch.encoder_embed_dim))  # states repeated for the beam
+    return round(4 * (parameters + cache + encoder + 2 * b * vocab_size) / 2**20, 3)

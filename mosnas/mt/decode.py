@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -148,6 +149,26 @@ def _translate(model: Transformer, src: Tensor, tokens: Tensor, beam: int) -> No
         reorder_cache(cache, order)  # and its cache reordering, with a fixed order
 
 
+def latency_workload(
+    model: Transformer,
+    src_len: int = 30,
+    tgt_len: int = 30,
+    beam: int = 5,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Callable[[], None]:
+    """The work of one latency sample (HAT's protocol): translate one `src_len`-token sentence into `tgt_len`
+    tokens with beam search. Moves `model` to `device` and casts it to `dtype` (the precision it is deployed
+    in). Raises ConfigError for a length or beam < 1."""
+    if min(src_len, tgt_len, beam) < 1:
+        raise ConfigError(f"latency: src_len, tgt_len and beam must be >= 1, got {src_len}, {tgt_len}, {beam}")
+    device = torch.device(device)
+    model = model.to(device=device, dtype=dtype).eval()
+    src = _fixed_tokens(model, src_len, device)[None]
+    tokens = _fixed_tokens(model, tgt_len, device)[None].repeat(beam, 1)
+    return torch.no_grad()(lambda: _translate(model, src, tokens, beam))
+
+
 @torch.no_grad()
 def measure_latency(
     model: Transformer,
@@ -168,11 +189,8 @@ def measure_latency(
             f"latency: src_len, tgt_len, beam and repeats must be >= 1 and warmup >= 0, got "
             f"{src_len}, {tgt_len}, {beam}, {repeats}, {warmup}"
         )
-    device = torch.device(device)
-    model = model.to(device=device, dtype=dtype).eval()
-    src = _fixed_tokens(model, src_len, device)[None]
-    tokens = _fixed_tokens(model, tgt_len, device)[None].repeat(beam, 1)
-    timing = measure(lambda: _translate(model, src, tokens, beam), warmup, repeats, device, threads)
+    work = latency_workload(model, src_len, tgt_len, beam, device, dtype)
+    timing = measure(work, warmup, repeats, device, threads)
     info = timing.pop("device")
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     settings = {"src_len": src_len, "tgt_len": tgt_len, "beam": beam, "warmup": warmup, "repeats": repeats}

@@ -1,0 +1,150 @@
+"""`mosnas latency` and `mosnas search`: measure and predict latency on the device at hand (or fit a predictor
+from a dataset measured elsewhere, HAT's CSVs included), and search under a budget whose winner is re-measured."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mosnas.cli_args import _setting
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    la = sub.add_parser(
+        "latency",
+        help="measure archs and the per-layer table, fit and pick a latency predictor; or --fit a dataset",
+        description="mosnas latency RUN [--dataset FILE.csv]   |   mosnas latency --fit DATASET --out DIR",
+    )
+    la.add_argument("run", nargs="?", help="run folder (not with --fit)")
+    _setting(la, "--samples", "latency.num_samples", default=None, help="archs to measure (default: the run's)")
+    _setting(la, "--device", "latency.device", default=None, help="cpu, cuda, cuda:N or auto (default: the run's)")
+    _setting(la, "--threads", "latency.threads", default=None, help="CPU threads while timing (default: the run's)")
+    la.add_argument("--dataset", help="also write the measured archs as a portable latency dataset (CSV)")
+    la.add_argument("--fit", metavar="DATASET", help="fit a predictor on a dataset (ours or HAT's .csv[.gz])")
+    la.add_argument("--out", help="with --fit: the predictor folder to write")
+    _setting(la, "--holdout", "latency.holdout", default=None, help="with --fit: held-out fraction (default 0.2)")
+    la.add_argument("--quiet", action="store_true")
+    la.set_defaults(handler=_latency)
+
+    se = sub.add_parser("search", help="evolutionary search under a budget, then export and evaluate the winner")
+    se.add_argument("run", help="run folder")
+    _setting(se, "--latency-ms", "search.latency_ms", default=None, help="latency budget (needs a predictor)")
+    _setting(se, "--max-params", "search.max_params", help="parameter limit (0: none)")
+    _setting(se, "--max-flops", "search.max_flops", help="FLOPs limit (0: none)")
+    _setting(se, "--max-memory-mb", "search.max_memory_mb", help="estimated peak inference memory limit, MiB")
+    se.add_argument("--predictor", help="a predictor folder from `mosnas latency --fit` (another device's)")
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(handler=_search)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from mosnas.errors import ConfigError
+    from mosnas.hat_latency import fit_dataset
+
+    if args.run or args.dataset or args.samples or args.device or args.threads is not None:
+        raise ConfigError("--fit takes a dataset and --out only: no run folder or measurement options")
+    if not args.out:
+        raise ConfigError("--fit needs --out DIR: the predictor folder to write")
+    pred, report = fit_dataset(args.fit, args.holdout or 0.2)
+    pred.save(args.out, about=report)
+    for name, m in report["predictors"].items():
+        print(
+            f"{name:6s} held-out ({report['heldout_rows']} archs, trained on {report['train_rows']}): "
+            f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_percent']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
+        )
+    print(f"chosen: {report['chosen']} ({report['why']}); predictor written to {args.out}")
+    return 0
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mosnas.errors import ConfigError
+
+    if args.fit:
+        return _fit(args)
+    if not args.run or args.out:
+        raise ConfigError("give a run folder (or --fit DATASET --out DIR)")
+    from mosnas.latency_stage import latency_stage
+    from mosnas.run import load_run
+
+    run = load_run(args.run)
+    given = {"num_samples": args.samples, "device": args.device, "threads": args.threads, "holdout": args.holdout}
+    lc = replace(run.cfg.latency, **{k: v for k, v in given.items() if v is not None})
+    replace(run.cfg, latency=lc).validate()  # --samples against the run's latency.holdout
+    report = latency_stage(run, lc, progress=not args.quiet)
+    for name in ("mlp", "linear", "table"):
+        m = report[name]
+        print(
+            f"{name:6s} held-out ({report['heldout_samples']} archs; {m['measurements']} measurements): "
+            f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
+        )
+    noise = report["noise"]
+    if noise["rel_std_pct"] is not None:
+        print(
+            f"noise floor: one arch re-measured {noise['n']} times: std {noise['rel_std_pct']:.2f}%, "
+            f"mean deviation {noise['mape_pct']:.2f}%; {report['seconds_per_arch']:.2f} s per measured arch"
+        )
+    print(f"chosen: {report['chosen']} ({report['why']}); scatter plot: {run.dir.latency / 'scatter.png'}")
+    if args.dataset:
+        from mosnas.hat_latency import write_dataset
+        from mosnas.latency import read_samples
+
+        samples = [s for s in read_samples(run.dir.latency / "samples.jsonl") if not s.get("reference")]
+        write_dataset(args.dataset, run.space, samples, report["precision"]["name"])
+        print(f"latency dataset ({len(samples)} archs): {args.dataset}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from mosnas.errors import ConfigError
+    from mosnas.run import load_run
+
+    run = load_run(args.run)
+    if args.latency_ms is None and not (args.max_params or args.max_flops or args.max_memory_mb):
+        raise ConfigError("give a budget: --latency-ms, --max-params, --max-flops and/or --max-memory-mb")
+    if args.predictor and args.latency_ms is None:
+        raise ConfigError("--predictor is for a latency budget: give --latency-ms too")
+    if args.latency_ms is not None and not args.predictor and not (run.dir.latency / "predictor.json").is_file():
+        raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {args.run}` first")
+    if args.predictor and not (Path(args.predictor) / "predictor.json").is_file():
+        raise ConfigError(f"--predictor {args.predictor}: no predictor.json there (see `mosnas latency --fit`)")
+    limits = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
+    sc = replace(limits, max_memory_mb=args.max_memory_mb)
+    return _search_and_report(run, sc, args.latency_ms, args.predictor, progress=not args.quiet)
+
+
+def _search_and_report(run, sc, latency_ms: float | None, predictor: str | None, progress: bool) -> int:
+    """Search, re-measure the winner against a latency budget of the run's own predictor (fallbacks when over),
+    export, evaluate and print. A --predictor of another device predicts there: its budget is not checked by
+    the latency measured here (which is printed all the same)."""
+    from mosnas.pipeline import export_and_score, search_stage
+    from mosnas.winner import describe_check, hold_budget
+
+    parts = [f"latency-{latency_ms:g}ms"] if latency_ms is not None else []
+    parts += [f"{k}-{v:g}" for k, v in (("params", sc.max_params), ("flops", sc.max_flops)) if v]
+    parts += [f"memory-{sc.max_memory_mb:g}MiB"] if sc.max_memory_mb else []
+    name = "_".join(parts) + ("-" + Path(predictor).name if predictor else "")
+    found = search_stage(run, sc, name, latency_ms, run.cfg.latency, progress, predictor_dir=predictor)
+    arch, export, check = run.space.arch_from_dict(found["evolution"]["arch"]), run.dir.export(name), None
+    if latency_ms is not None and not predictor:
+        arch, export, check = hold_budget(run, found, name, latency_ms, run.cfg.latency)
+    row = export_and_score(run, arch, export, run.cfg.latency, progress)
+    evo = found["evolution"]
+    print(f"best arch ({evo['num_evaluations']} evaluations): {arch.to_json()}")
+    rnd = f" (random search, same evaluations: {found['random']['fitness']:.4f})" if "random" in found else ""
+    print(f"search fitness {evo['fitness']:.4f}{rnd}")
+    print(
+        f"parameters {row['parameters']:,}  FLOPs {row['flops']:,}  peak memory {row['peak_memory_mb']:.1f} MiB  "
+        f"latency predicted {found['predicted_latency_ms']} ms, measured here {row['measured_latency_ms']:.2f} ms"
+    )
+    if check:
+        print(describe_check(check))
+    elif predictor:
+        print(f"latency predicted by {predictor} (another device's): the budget is not checked by measuring here")
+    scores = [f"{k} {v:.2f}" for k, v in row.items() if k in ("bleu", "chrf", "score") and isinstance(v, float)]
+    print("  ".join(scores + [str(row.get("split", ""))]))
+    print(f"exported to {export}")
+    return 0
