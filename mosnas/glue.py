@@ -22,7 +22,7 @@ from typing import Any
 
 from mosnas.config import GlueConfig
 from mosnas.errors import ConfigError
-from mosnas.glue_data import Task, load_task, subset
+from mosnas.glue_data import Task, load_task
 from mosnas.glue_metrics import METRICS, mean_std, score, summary_line
 from mosnas.records import made_from, read_json, stale, write_json, write_text
 from mosnas.settings import check_declared
@@ -60,6 +60,7 @@ def model_record(model_dir: str | Path, what: str = "model folder") -> dict[str,
         raise ConfigError(f"{folder}/config.json: {e}") from None
     rec = {"weights": weights.name, "sha256": _sha256(weights), "model_type": cfg.model_type}
     rec["num_labels"], rec["architectures"] = cfg.num_labels, list(cfg.architectures or [])
+    rec["max_positions"] = getattr(cfg, "max_position_embeddings", None)
     return rec | {n.removesuffix(".json"): read_json(folder / n) for n in RECORD_FILES if (folder / n).is_file()}
 
 
@@ -126,6 +127,9 @@ def plan(
         raise ConfigError(f"{loaded.name}: unknown metric {unknown[0]!r}; expected one of {', '.join(METRICS)}")
     teacher = teacher_folder(gc.kd_teacher, loaded.name) if gc.kd_teacher else None
     kd = _check_teacher(teacher, loaded) if teacher else None
+    for name, rec in [(model_dir, model), (teacher, kd or {})]:
+        if (rec.get("max_positions") or gc.max_seq_len) < gc.max_seq_len:
+            raise ConfigError(f"max_seq_len {gc.max_seq_len} exceeds the {rec['max_positions']} positions of {name}")
     skip = {"tasks", "threads", "data", "kd_teacher"} | ({"kd_alpha", "kd_temperature"} if not kd else set())
     record = made_from(
         model=model,
@@ -144,51 +148,20 @@ def plan(
     return p
 
 
-def _prepare(p: Plan, device: Any, precision: Any) -> Any:
-    """Tokenize the seeded subsets once for every run; with KD, the teacher's outputs on the training subset."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from mosnas.glue_train import Prepared, encode, predict, quiet_transformers
-
-    gc, task = p.gc, p.task
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(str(p.model_dir), local_files_only=True)
-    train = subset(task.train, gc.train_limit, gc.seed)
-    dev = {split: subset(examples, gc.dev_limit, gc.seed) for split, examples in task.dev.items()}
-    data = Prepared(
-        tokenizer,
-        device,
-        encode(tokenizer, train, gc.max_seq_len),
-        [task.target(e.label) for e in train],
-        {split: encode(tokenizer, examples, gc.max_seq_len) for split, examples in dev.items()},
-        {split: [task.target(e.label) for e in examples] for split, examples in dev.items()},
-    )
-    if p.teacher is not None:
-        with quiet_transformers():
-            t_tok = AutoTokenizer.from_pretrained(str(p.teacher), local_files_only=True)
-            teacher = AutoModelForSequenceClassification.from_pretrained(str(p.teacher), local_files_only=True)
-        enc = encode(t_tok, train, gc.max_seq_len)
-        out = predict(teacher.to(device), enc, 2 * gc.batch_size, t_tok.pad_token_id or 0, device, precision)
-        data.teacher = torch.from_numpy(out)
-    return data
-
-
 def versions() -> dict[str, Any]:
-    """The versions and machine a result was made with."""
-    import platform
-
+    """What a result was made with: mosnas.environment's record (machine, git commit, command, date) and the
+    versions of the libraries that fine-tune and score."""
     import scipy
     import sklearn
-    import torch
     import transformers
 
-    import mosnas
-    from mosnas.hardware import machine
+    from mosnas.environment import environment
 
-    libs = {"mosnas": mosnas.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
-    libs |= {"scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
-    return libs | machine()
+    return environment() | {
+        "transformers": transformers.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def execute(p: Plan, progress: bool = True) -> dict[str, Any]:
@@ -196,7 +169,7 @@ def execute(p: Plan, progress: bool = True) -> dict[str, Any]:
     already made from the same record is returned as stored."""
     import torch
 
-    from mosnas.glue_train import train_run
+    from mosnas.glue_train import prepare, train_run
     from mosnas.hardware import resolve_precision
 
     if p.done:
@@ -209,7 +182,7 @@ def execute(p: Plan, progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(gc.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(gc.precision, device, "glue.precision")
-    data = _prepare(p, device, precision)
+    data = prepare(p.model_dir, p.task, gc, p.teacher, device, precision)
     lrs, seeds = gc.lr_sweep or (gc.lr,), gc.seeds or (gc.seed,)
     runs = []
     for lr in lrs:

@@ -13,25 +13,45 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-REGRESSION_METRICS = ("pearson", "spearman")
+# scipy and scikit-learn are imported when a metric is computed: `mosnas --help` does not wait for them
 
 
-def _correlation(fn: Callable[..., Any], pred: np.ndarray, gold: np.ndarray) -> float:
-    """A correlation, 0 where it is undefined (a constant prediction, e.g. a model that has not learned yet)."""
+def _accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(gold, pred))
+
+
+def _f1(pred: np.ndarray, gold: np.ndarray) -> float:
+    """F1 of the positive class (label 1), as GLUE scores MRPC and QQP."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(gold, pred, pos_label=1, average="binary", zero_division=0))
+
+
+def _mcc(pred: np.ndarray, gold: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(gold, pred))
+
+
+def _correlation(name: str, pred: np.ndarray, gold: np.ndarray) -> float:
+    """scipy.stats' pearsonr or spearmanr; 0 where it is undefined (a constant prediction, e.g. a model that
+    has not learned yet)."""
+    import scipy.stats
+
     if np.ptp(pred) == 0 or np.ptp(gold) == 0:
         return 0.0
-    return float(fn(pred, gold)[0])
+    return float(getattr(scipy.stats, name)(pred, gold)[0])
 
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda pred, gold: float(accuracy_score(gold, pred)),
-    "f1": lambda pred, gold: float(f1_score(gold, pred, pos_label=1, average="binary", zero_division=0)),
-    "mcc": lambda pred, gold: float(matthews_corrcoef(gold, pred)),
-    "pearson": lambda pred, gold: _correlation(pearsonr, pred, gold),
-    "spearman": lambda pred, gold: _correlation(spearmanr, pred, gold),
+    "accuracy": _accuracy,
+    "f1": _f1,
+    "mcc": _mcc,
+    "pearson": lambda pred, gold: _correlation("pearsonr", pred, gold),
+    "spearman": lambda pred, gold: _correlation("spearmanr", pred, gold),
 }
 NAMES = {"accuracy": "accuracy", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 

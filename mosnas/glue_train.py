@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from mosnas.config import GlueConfig
 from mosnas.errors import TrainingError
-from mosnas.glue_data import Example, Task
+from mosnas.glue_data import Example, Task, subset
 from mosnas.glue_metrics import compute, metric_key, score
 from mosnas.hardware import Precision
 from mosnas.records import write_json
@@ -103,6 +103,35 @@ def predict(
             logits = model(**collate(enc, idx, pad_id, device)).logits
         out[idx] = logits.float().cpu().numpy()
     return out
+
+
+def prepare(
+    model_dir: Path, task: Task, gc: GlueConfig, teacher: Path | None, device: torch.device, precision: Precision
+) -> Prepared:
+    """Tokenize the seeded subsets once for every run; with a KD `teacher` folder, its outputs on the training
+    subset (with its own tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    train = subset(task.train, gc.train_limit, gc.seed)
+    dev = {split: subset(examples, gc.dev_limit, gc.seed) for split, examples in task.dev.items()}
+    data = Prepared(
+        tokenizer,
+        device,
+        encode(tokenizer, train, gc.max_seq_len),
+        [task.target(e.label) for e in train],
+        {split: encode(tokenizer, examples, gc.max_seq_len) for split, examples in dev.items()},
+        {split: [task.target(e.label) for e in examples] for split, examples in dev.items()},
+    )
+    if teacher is not None:
+        with quiet_transformers():
+            t_tok = AutoTokenizer.from_pretrained(str(teacher), local_files_only=True)
+            t_model = AutoModelForSequenceClassification.from_pretrained(str(teacher), local_files_only=True)
+        enc = encode(t_tok, train, gc.max_seq_len)
+        out = predict(t_model.to(device), enc, 2 * gc.batch_size, t_tok.pad_token_id or 0, device, precision)
+        data.teacher = torch.from_numpy(out)
+    return data
 
 
 def kd_loss(

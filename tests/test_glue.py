@@ -190,6 +190,7 @@ def test_bad_input_fails_in_one_line_before_any_work(tiny_bert, tmp_path, capsys
         [tmp_path, "--task", "SST-2"],  # not a model folder
         [tiny_bert, "--task", "SST-2", "--data", tmp_path / "nowhere"],
         [tiny_bert, "--task", "SST-2", "--epochs", "0"],
+        [tiny_bert, "--task", "SST-2", "--max-seq-len", "512"],  # the model has 128 positions
         [tiny_bert, "--task", "SST-2", "--kd-teacher", tiny_bert],  # a bare encoder is no fine-tuned teacher
     ):
         assert glue(*args, "--out", out) == 2
@@ -216,3 +217,21 @@ def test_kd_sweep_and_seeds(tiny_bert, tmp_path, capsys):
     assert student["lr_scores"][f"{student['lr']:g}"] == max(student["lr_scores"].values())
     with pytest.raises(ConfigError, match="fine-tuned for RTE"):
         finetune(tiny_bert, "WNLI", GLUE, tmp_path / "w", GlueConfig(kd_teacher=str(saved)), progress=False)
+
+
+def test_mnli_and_qqp_layouts_score_as_glue_does(tiny_bert, tmp_path):
+    """Folders in MNLI's layout (dev_matched / dev_mismatched) and QQP's (F1 and accuracy), written here
+    because the bundled copy lacks them (too large)."""
+    labels = ["contradiction", "entailment", "neutral"]
+    nli = [[str(i), f"premise {i}", f"hypothesis {i}", labels[i % 3]] for i in range(9)]
+    _write_task(tmp_path / "MNLI", ["index", "sentence1", "sentence2", "gold_label"], nli)
+    for split in ("dev_matched", "dev_mismatched"):
+        (tmp_path / "MNLI" / f"{split}.tsv").write_text((tmp_path / "MNLI" / "dev.tsv").read_text())
+    qqp = [[str(i), str(i), str(i + 1), f"question {i}?", f"another {i}?", str(i % 2)] for i in range(8)]
+    _write_task(tmp_path / "QQP", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"], qqp)
+    small = GlueConfig(epochs=1, batch_size=4, precision="fp32")
+    mnli = finetune(tiny_bert, "MNLI", tmp_path, tmp_path / "out", small, progress=False)
+    assert set(mnli["metrics"]) == {"accuracy_matched", "accuracy_mismatched"} and mnli["dev_examples"] == 18
+    assert "accuracy (matched)" in mnli["summary"] and mnli["steps"] == 3
+    qqp_result = finetune(tiny_bert, "QQP", tmp_path, tmp_path / "out", small, progress=False)
+    assert set(qqp_result["metrics"]) == {"f1", "accuracy"} and qqp_result["train_examples"] == 8
