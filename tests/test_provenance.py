@@ -132,3 +132,20 @@ def test_finetune_takes_its_run_from_the_record(fr_model, tiny_run_dir, tmp_path
     assert p["pair"] == "en-fr" and p["run"] == str((run.run_dir / "finetune" / "model-ft").resolve())
     assert p["finetuned_from"]["dir"] == str(model.resolve()) and p["finetuned_from"]["provenance"] == _record(model)
     assert p["data"]["tokenizer"] == str(model.resolve() / "spm.model")
+
+
+def test_a_model_of_another_family_is_refused(fr_model, tmp_path, capsys):
+    model, _ = fr_model
+    other = shutil.copytree(model, tmp_path / "other", ignore=shutil.ignore_patterns("eval.*", "hyp.*"))
+    info = json.loads((other / "export.json").read_text(encoding="utf-8"))
+    info["provenance"]["family"] = "bert"
+    (other / "export.json").write_text(json.dumps(info), encoding="utf-8")
+    for command in ("evaluate", "translate"):
+        assert main([command, str(other)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"mosnas: error: {other} holds a bert model (its export.json), not a mt model"], err
+    assert main(["finetune", str(other), "--steps", "2"]) == 2  # its run (from the record) is an mt run
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run's family mt contradicts the model's record (bert" in err[0], err
+    assert not list(other.glob("eval.*")) and not list(other.glob("hyp.*"))
+    assert not (fr_model[1].run_dir / "finetune" / "other-ft").exists()
