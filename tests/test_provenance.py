@@ -149,3 +149,15 @@ def test_a_model_of_another_family_is_refused(fr_model, tmp_path, capsys):
     assert len(err) == 1 and "the run's family mt contradicts the model's record (bert" in err[0], err
     assert not list(other.glob("eval.*")) and not list(other.glob("hyp.*"))
     assert not (fr_model[1].run_dir / "finetune" / "other-ft").exists()
+
+
+def test_the_issue_command_scores_french_on_another_test_set(fr_model, tmp_path, monkeypatch, capsys):
+    """Issue 13's command: `mosnas evaluate RUN/export/largest --split test_2017_flickr` on an En->Fr model
+    scored French output against the German references; now the pair comes from the model."""
+    model, _ = fr_model
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(model), "--split", "test_2017_flickr", "--limit", "4", "--quiet"]) == 0
+    result = json.loads((model / "eval.test_2017_flickr.json").read_text(encoding="utf-8"))
+    assert result["pair"] == "en-fr" and result["references"] == str(DATA.resolve() / "test_2017_flickr.fr.gz")
+    assert (model / "hyp.test_2017_flickr.fr").is_file() and not (model / "hyp.test_2017_flickr.de").exists()
+    assert "test_2017_flickr, en-fr" in capsys.readouterr().out
