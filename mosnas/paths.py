@@ -33,7 +33,6 @@ PATH_SETTINGS = (
     ("train", "fixed_arch"),
     ("bert", "teacher"),
     ("bert", "eval_text"),
-    ("bert", "eval_text"),
     ("glue", "data"),
     ("glue", "kd_teacher"),
 )
