@@ -13,6 +13,11 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _metric(v: float) -> str:
+    """Two decimals (BLEU 27.31); a small loss keeps two significant digits (0.00088, not 0.00)."""
+    return f"{v:.2f}" if v == 0 or abs(v) >= 0.1 else f"{v:.2g}"
+
+
 def _cost(key: str, v: int | None) -> str:
     if v is None:
         return "-"
@@ -36,7 +41,7 @@ def _table(rows: list[dict[str, Any]], family: Family) -> list[str]:
         cells = [r["name"], family.describe(r["arch"]), *(_cost(k, r.get(k)) for k, _ in costs)]
         cells += [_ms(r.get("budget_ms")), _ms(r.get("predicted_latency_ms")), _ms(r.get("measured_latency_ms"))]
         cells.append(_ms(r.get("peak_memory_mb")))  # measured peak inference memory of the exported model
-        cells += [f"{r[k]:.2f}" if k in r else "-" for k, _ in metrics]  # a model not scored yet: -
+        cells += [_metric(r[k]) if k in r else "-" for k, _ in metrics]  # a model not scored yet: -
         cells.append(_scored_on(r))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
