@@ -22,7 +22,9 @@ from mosnas.space import Arch, Schema, Space
 
 
 class Task(Protocol):
-    """What the training loop asks of a family's data and losses (one per training run and rank)."""
+    """What the training loop asks of a family's data and losses (one per training run and rank). A task may
+    also hold `module`, an nn.Module of parameters it trains beside the supernet (e.g. BERT's hidden-state
+    projection): the trainer optimizes it and checkpoints it as `task.*` tensors (exact resume); never exported."""
 
     vocab_size: int
     info: dict[str, Any]  # logged when training starts (data sizes, vocabulary)
