@@ -23,25 +23,28 @@ def add_glue_command(sub: Any, handler: Callable[[argparse.Namespace], int]) -> 
         "glue",
         help="fine-tune a Hugging Face BERT folder on GLUE tasks and report the official dev metrics",
         description="Fine-tune MODEL (an exported student, the teacher, any BERT folder) on GLUE tasks in the "
-        "standard TSV layout; writes OUT/glue/<task>/result.json and prints one line per task.",
+        "standard TSV layout; writes OUT/glue/<task>/result.json and prints one line per task. A task folder "
+        "that is not a GLUE task needs no code: its columns come from its header or a glue_task.json "
+        "(see mosnas/glue_data.py).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g.add_argument("model", help="Hugging Face model folder (config.json, weights, tokenizer files)")
     g.add_argument("--task", nargs="+", required=True, help="task folder(s) of --data, e.g. SST-2 STS-B CoLA")
     _option(g, "--data", "glue.data", help="GLUE folder: one folder per task with train/dev .tsv[.gz]")
-    g.add_argument("--out", help="output folder (default runs/<model folder name>); results in OUT/glue/<task>/")
-    _option(g, "--epochs", "glue.epochs")
+    g.add_argument("--out", help="output folder (default: runs/<model folder name>); results in OUT/glue/<task>/")
+    _option(g, "--epochs", "glue.epochs", help="passes over the training (sub)set; fractions allowed")
     _option(g, "--lr", "glue.lr", nargs="+", help="peak learning rate; several: a sweep, the best dev score kept")
-    _option(g, "--batch-size", "glue.batch_size")
-    _option(g, "--max-seq-len", "glue.max_seq_len")
+    _option(g, "--batch-size", "glue.batch_size", help="examples per step")
+    _option(g, "--max-seq-len", "glue.max_seq_len", help="WordPiece tokens per example, longer ones truncated")
     _option(g, "--warmup", "glue.warmup", help="fraction of the steps with linear warm-up")
-    _option(g, "--weight-decay", "glue.weight_decay")
+    _option(g, "--weight-decay", "glue.weight_decay", help="AdamW's (not on biases and LayerNorm weights)")
     _option(g, "--train-limit", "glue.train_limit", help="seeded random subset of N training examples (0: all)")
     _option(g, "--dev-limit", "glue.dev_limit", help="seeded random subset of N dev examples (0: all)")
     _option(g, "--seed", "glue.seed", help="seed of the subsets, and of the fine-tuning unless --seeds")
     _option(g, "--seeds", "glue.seed", nargs="+", default=(), help="fine-tune once per seed: mean and std")
     _option(g, "--kd-teacher", "glue.kd_teacher", help="fine-tuned classifier folder (or OUT of a --save run)")
-    _option(g, "--kd-alpha", "glue.kd_alpha", help="weight of the soft loss")
-    _option(g, "--kd-temperature", "glue.kd_temperature")
+    _option(g, "--kd-alpha", "glue.kd_alpha", help="weight of the soft loss: (1 - a) hard + a soft")
+    _option(g, "--kd-temperature", "glue.kd_temperature", help="softmax temperature of the soft loss")
     _option(g, "--precision", "glue.precision", help="auto | fp32 | bf16")
     _option(g, "--threads", "glue.threads", help="torch threads (0: torch's default)")
     g.add_argument("--save", action="store_true", help="keep the best run's classifier in OUT/glue/<task>/model")
@@ -64,7 +67,9 @@ def run_command(args: argparse.Namespace, plan: Callable[..., Any], execute: Cal
     """Plan every task (a bad one fails before any work and leaves no files), then fine-tune each and print
     its summary line; `plan`/`execute` are mosnas.glue's."""
     gc = settings_of(args)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.model).resolve().name
+    folder = Path(args.model).resolve()
+    # runs/<model folder name>; a folder named `model` (the bundled teacher's, a `--save`d classifier's) by its parent
+    out = Path(args.out) if args.out else Path("runs") / (folder.parent.name if folder.name == "model" else folder.name)
     plans = {}
     for name in args.task:
         p = plan(args.model, name, args.data, out, gc, args.force, args.save)
