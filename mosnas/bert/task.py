@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from tqdm import tqdm
 
 from mosnas.bert.data import Batch, TextData, load_text, text_files
 from mosnas.bert.distill import Distiller, check_relation_heads
@@ -96,11 +97,18 @@ def _targets(teacher: Any, batch: Batch) -> dict[str, Any]:
 
 @torch.no_grad()
 def heldout_loss(
-    student: Any, batches: list[Batch], targets: list[dict], distiller: Distiller, device: torch.device, bf16: bool
+    student: Any,
+    batches: list[Batch],
+    targets: list[dict],
+    distiller: Distiller,
+    device: torch.device,
+    bf16: bool,
+    desc: str = "",
 ) -> float:
-    """Mean distillation loss per real token of `student(input_ids, attention_mask)` on `batches`."""
+    """Mean distillation loss per real token of `student(input_ids, attention_mask)` on `batches` (a progress
+    bar named `desc` when given)."""
     total, tokens = 0.0, 0
-    for b, t in zip(batches, targets):
+    for b, t in tqdm(list(zip(batches, targets)), desc=desc, disable=not desc, leave=False, unit="batch"):
         with _autocast(device, bf16):
             out = student(b.input_ids, b.attention_mask)
         total += float(distiller(out, t, b.attention_mask, denominator=1.0))
@@ -199,11 +207,14 @@ def trained_distiller(cfg: Config, space: Space, run_dir: Path, teacher_hidden: 
     return distiller
 
 
-def _fixed_sample(cfg: Config, teacher: Any, files: list[Path], limit: int, device: torch.device) -> tuple:
+def _fixed_sample(
+    cfg: Config, teacher: Any, files: list[Path], limit: int, device: torch.device, desc: str = ""
+) -> tuple:
     """The first `limit` sequences of `files` in batches on `device`, and the teacher's outputs for each."""
     data: TextData = load_text(files, teacher.tokenizer, cfg.bert.max_seq_len, batch_size(cfg), 0, limit)
     batches = [data.collate(b).to(device) for b in data.batches(0, shuffle=False)]
-    return batches, [_targets(teacher, b) for b in batches], len(data)
+    bar = tqdm(batches, desc=desc, disable=not desc, leave=False, unit="batch")
+    return batches, [_targets(teacher, b) for b in bar], len(data)
 
 
 def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tuple[Any, dict[str, Any]]:
@@ -243,9 +254,11 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
 
         teacher = load_teacher(bc.teacher)
         student, _ = load_model(model_dir)
-        batches, targets, n = _fixed_sample(cfg, teacher, files, cfg.eval.limit, torch.device("cpu"))
+        what = f"teacher on {files[0].name}" if progress else ""
+        batches, targets, n = _fixed_sample(cfg, teacher, files, cfg.eval.limit, torch.device("cpu"), what)
         relations = Distiller("relations", bc.relation_heads, 1, 1)
-        loss = heldout_loss(student, batches, targets, relations, torch.device("cpu"), False)
+        what = f"relation loss of {model_dir.name}" if progress else ""
+        loss = heldout_loss(student, batches, targets, relations, torch.device("cpu"), False, what)
         result = {"distill_loss": round(loss, 5), "eval_sequences": n, "eval_text": [f.name for f in files]}
         result["split"] = f"{'+'.join(f.name for f in files)}, {n:,} seq. of <= {bc.max_seq_len} tok."  # report
         write_json(result_file, {**result, "made_from": record})
