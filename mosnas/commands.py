@@ -136,7 +136,7 @@ def _decode(settings: dict[str, tuple[Any, str]]) -> Any:
 
 def translate_command(args: argparse.Namespace) -> int:
     """`mosnas translate MODEL`: stdin (or --input) -> stdout, one line per line, in the record's pair."""
-    from mosnas.mt.data import read_lines, write_lines
+    from mosnas.mt.data import read_lines, stream_lines, write_lines
     from mosnas.mt.decode import translate
     from mosnas.mt.export import load_model
 
@@ -146,9 +146,16 @@ def translate_command(args: argparse.Namespace) -> int:
     if not args.quiet:
         how = ", ".join(f"{k} {v} ({src})" for k, (v, src) in settings.items() if k.endswith("_lang"))
         print(f"mosnas: translating {settings['src_lang'][0]}->{settings['tgt_lang'][0]}: {how}", file=sys.stderr)
-    lines = read_lines(args.input or "-")  # "\n"-terminated lines, from a file or stdin alike
     d = _decode(settings)
-    write_lines("-", translate(model, tok, lines, d.beam, d.lenpen, d.max_len_a, d.max_len_b, d.batch_size))
+    run = lambda lines, bar=False: translate(
+        model, tok, lines, d.beam, d.lenpen, d.max_len_a, d.max_len_b, d.batch_size, bar
+    )
+    if args.input in (None, "-"):  # stdin streams: each line is written as soon as it is translated
+        for line in stream_lines():
+            write_lines("-", run([line]))
+        return 0
+    lines = read_lines(args.input)  # a file: batched by length, with a progress bar (stderr)
+    write_lines("-", run(lines, not args.quiet))
     return 0
 
 

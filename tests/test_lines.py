@@ -77,6 +77,6 @@ def test_evaluate_writes_one_hypothesis_line_per_sentence(models, tmp_path, caps
     (corpus / "val.de").write_bytes(b"Ein Mann reitet.\nZwei Hunde rennen.\nEine Katze.\n")
     args = ["evaluate", str(models["NEL"]), "--data", str(corpus), "--split", "val", "--beam", "2", "--quiet"]
     assert main(args) == 0
-    assert "(3 sentences, val)" in capsys.readouterr().out
+    assert "(3 sentences, val, en-de" in capsys.readouterr().out
     hyps = (models["NEL"] / "hyp.val.de").read_bytes()
     assert hyps.count(b"\n") == 3 and len(hyps.decode("utf-8").splitlines()) == 3

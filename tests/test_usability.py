@@ -151,3 +151,22 @@ def test_report_rebuilds_the_summary_with_work_done_by_hand(tmp_path, capsys):
     assert row.endswith("| - | - |")  # not scored yet: no BLEU made up
     assert "rebuilt" in out and (run / "train_curve.png").stat().st_size > 1000
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_translate_streams_each_stdin_line_as_soon_as_it_is_translated(tmp_path):
+    assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet"]) == 0
+    assert main(["export", str(tmp_path / "tiny"), "--arch", "smallest"]) == 0
+    cmd = [sys.executable, "-m", "mosnas", "translate", str(tmp_path / "tiny" / "export" / "smallest"), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"A man is walking.\r\n")
+        proc.stdin.flush()  # stdin stays open: the answer must come before the input ends
+        first = proc.stdout.readline()
+        assert first.endswith(b"\n") and b"\r" not in first
+        proc.stdin.write("Two dogs \u2028play.\n".encode())  # a line separator stays inside its line
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert rest.count(b"\n") == 1, rest
+    finally:
+        proc.kill()
+        proc.wait()

@@ -7,8 +7,10 @@ import random
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 import torch
@@ -62,6 +64,19 @@ def one_line(text: str) -> str:
     """`text` as one line: the pieces str.splitlines() cuts it into (at \\n, \\r, \\v, \\f, \\x1c-\\x1e,
     \\x85, \\u2028, \\u2029), joined by spaces."""
     return " ".join(text.splitlines())
+
+
+def stream_lines(stream: Any = None) -> Iterator[str]:
+    """The lines of standard input (or a binary `stream`) one at a time, as each arrives, by `read_lines`'
+    rule (a line ends at "\\n" only; a "\\r\\n" ending loses its "\\r"; a leading byte-order mark is dropped).
+    Raises DataError on invalid UTF-8, naming the line."""
+    stream = stream if stream is not None else sys.stdin.buffer
+    for number, raw in enumerate(iter(stream.readline, b""), 1):  # readline: nothing waits for a full buffer
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"standard input: invalid UTF-8 on line {number}") from None
+        yield text[:-1].rstrip("\r") if text.endswith("\n") else text.rstrip("\r")
 
 
 def write_lines(path: str | Path, lines: list[str]) -> None:
