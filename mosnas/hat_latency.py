@@ -108,7 +108,8 @@ def read_dataset(path: str | Path) -> dict[str, Any]:
 class FeaturePredictor:
     """Latency (ms) from an arch's raw features, fit on a dataset (`kind` "linear": least squares; "mlp": HAT's
     predictor shape, scikit-learn's MLPRegressor on standardized features and target, early stopping on a
-    seeded 10% of the training rows). Usable for any space whose schema has the dataset's features."""
+    seeded 10% of the training rows when there are 50 or more). Usable for any space whose schema has the
+    dataset's features."""
 
     kind = "features"
 
@@ -134,9 +135,9 @@ class FeaturePredictor:
             self.weights, self.biases = [reg.coef_[:, None]], [np.atleast_1d(reg.intercept_)]
             return self
         hidden = (self.hidden,) * self.num_layers
-        reg = MLPRegressor(hidden_layer_sizes=hidden, early_stopping=True, max_iter=300, random_state=self.seed).fit(
-            xs, ys
-        )
+        stop = len(ys) >= 50  # early stopping on 10% of the rows needs enough rows to hold out
+        reg = MLPRegressor(hidden_layer_sizes=hidden, early_stopping=stop, max_iter=300, random_state=self.seed)
+        reg.fit(xs, ys)
         self.weights, self.biases = list(reg.coefs_), list(reg.intercepts_)
         return self
 

@@ -91,7 +91,7 @@ def _latency(args: argparse.Namespace) -> int:
         from mosnas.latency import read_samples
 
         samples = [s for s in read_samples(run.dir.latency / "samples.jsonl") if not s.get("reference")]
-        write_dataset(args.dataset, run.space, samples, report["precision"]["name"])
+        write_dataset(args.dataset, run.space, samples, report["precision"]["precision"])
         print(f"latency dataset ({len(samples)} archs): {args.dataset}")
     return 0
 

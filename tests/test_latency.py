@@ -240,3 +240,26 @@ def test_zero_latency_threads_mean_one(space):
     lc = LatencyConfig(threads=0, src_len=6, tgt_len=6, beam=2, warmup=0, repeats=2)
     sample = mt.time_model(model, lc, torch.device("cpu"), torch.float32)
     assert sample["latency_ms"] > 0 and sample["device"]["threads"] == 1
+
+
+@pytest.mark.slow
+def test_latency_dataset_fit_and_search_with_another_devices_predictor(tiny_run_dir, tmp_path, capsys):
+    """`mosnas latency RUN --dataset` writes a portable dataset; `--fit` turns it (or HAT's) into a predictor
+    that `mosnas search --predictor` uses; a memory limit no arch meets is one line."""
+    from mosnas.cli import main
+    from mosnas.hat_latency import read_dataset
+
+    dataset, pred = tmp_path / "lat.csv", tmp_path / "pred"
+    assert main(["latency", str(tiny_run_dir), "--dataset", str(dataset), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "table " in out and "chosen:" in out and "noise floor" in out
+    data = read_dataset(dataset)
+    assert data["rows"] == 12 and data["source"] == "mosnas" and (data["y"] > 0).all()
+    assert main(["latency", "--fit", str(dataset), "--out", str(pred)]) == 0
+    assert (pred / "predictor.json").is_file() and "chosen:" in capsys.readouterr().out
+    assert main(["search", str(tiny_run_dir), "--latency-ms", "1e6", "--predictor", str(pred), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "another device's" in out and "peak memory" in out
+    assert main(["search", str(tiny_run_dir), "--max-memory-mb", "0.001", "--quiet"]) == 2
+    assert "memory <= " in capsys.readouterr().err
+    assert main(["search", str(tiny_run_dir), "--predictor", str(pred), "--quiet"]) == 2  # no --latency-ms
