@@ -50,8 +50,14 @@ class _Setting:
 def _setting(sp: argparse.ArgumentParser, option: str, key: str, **kw: typing.Any) -> None:
     """Add `option` for the config setting `key`: its type and valid values, and its default unless given."""
     from mosnas.config import setting_default
+    from mosnas.reference import meaning
 
     kw.setdefault("default", setting_default(key))
+    text = kw.pop("help", None) or meaning(key)
+    default = kw["default"]
+    if "default" not in text and default not in (None, "", ()):  # what the option is when not given
+        text += f" (default: {default})"
+    kw["help"] = f"{text} [config: {key}]"  # the same setting in a config file or an override
     sp.add_argument(option, type=_Setting(key, option), **kw)
 
 

@@ -38,7 +38,7 @@ def add_commands(sub: Any) -> None:
     _setting(ft, "--valid-bleu", "finetune.valid_bleu", help="validation sentences for BLEU (0: none)")
     ft.add_argument("--name", help="output name (default: <model>-ft or <model>-scratch)")
     ft.add_argument("--override-record", action="store_true", help=OVERRIDE_HELP)
-    ft.add_argument("--quiet", action="store_true")
+    ft.add_argument("--quiet", action="store_true", help="no progress bars")
     ft.set_defaults(handler=finetune_command)
 
     def decoding(sp: argparse.ArgumentParser) -> None:

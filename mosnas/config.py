@@ -39,73 +39,73 @@ BLEU_TOKENIZERS += ("spBLEU-1K",)
 @dataclass(frozen=True)
 class DataConfig:
     dir: str = "../shared/data/multi30k"  # folder with {split}.{lang}[.gz] files, one sentence a line
-    src_lang: str = "en"
-    tgt_lang: str = "de"
-    train: str = "train"
-    valid: str = "val"
-    test: str = "test_2016_flickr"
+    src_lang: str = "en"  # source language: files {split}.{src_lang}
+    tgt_lang: str = "de"  # target language: files {split}.{tgt_lang}
+    train: str = "train"  # training split name
+    valid: str = "val"  # validation split (checkpoint NLL, search fitness)
+    test: str = "test_2016_flickr"  # split that mosnas run scores
     vocab_size: int = num(6000, gt=0)  # joint sentencepiece vocabulary of both sides
     max_tokens: int = num(4096, gt=0)  # padded tokens (source + target side, the larger) per batch
     max_len: int = num(128, gt=0)  # training pairs longer than this (in subwords) are dropped
     train_limit: int = num(0, ge=0)  # use only the first N training pairs (0: all)
-    valid_limit: int = num(0, ge=0)
+    valid_limit: int = num(0, ge=0)  # use only the first N validation pairs (0: all)
     tokenizer: str = ""  # an existing sentencepiece model to use instead of training one (fine-tuning)
 
 
 @dataclass(frozen=True)
 class SupernetConfig:
-    space: str = "configs/spaces/multi30k.yaml"
+    space: str = "configs/spaces/multi30k.yaml"  # search space YAML (see configs/spaces)
     generator: str = one_of("neuron", GENERATORS)  # shared (HAT) | layer (layer-wise MoS) | neuron (neuron-wise MoS)
-    num_experts: int = num(2, gt=0)
-    router_hidden: int = num(128, gt=0)
+    num_experts: int = num(2, gt=0)  # m: expert matrices per MoS layer
+    router_hidden: int = num(128, gt=0)  # hidden units of each router MLP (arch embedding -> mixing)
     expert_init: str = one_of("independent", EXPERT_INITS)  # copy | independent | pretrained-first
     pretrained: str = ""  # safetensors of a dense model (export) for copy / pretrained-first
     mos_attention: bool = False  # also mix the attention projections (default: FFN only, as the paper)
-    prenorm: bool = True
-    dropout: float = num(0.1, ge=0, lt=1)
-    attention_dropout: float = num(0.0, ge=0, lt=1)
-    activation_dropout: float = num(0.0, ge=0, lt=1)
+    prenorm: bool = True  # LayerNorm before each block (True) or after
+    dropout: float = num(0.1, ge=0, lt=1)  # dropout after attention and FFN blocks
+    attention_dropout: float = num(0.0, ge=0, lt=1)  # dropout on attention probabilities
+    activation_dropout: float = num(0.0, ge=0, lt=1)  # dropout inside the FFN, after the activation
     share_embeddings: bool = True  # one vocabulary table for encoder, decoder and output
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = num(1, **SEED)
-    max_steps: int = num(2000, gt=0)
+    seed: int = num(1, **SEED)  # seeds data order, archs and init
+    max_steps: int = num(2000, gt=0)  # optimizer updates
     max_minutes: float = num(0.0, ge=0)  # wall budget; 0: none
     sampling: str = one_of("sandwich", SAMPLINGS)  # sandwich (largest + smallest + n random) | uniform (HAT) | fixed
-    num_random: int = num(1, ge=0)
+    num_random: int = num(1, ge=0)  # random archs per step beside largest and smallest
     fixed_arch: str = "largest"  # with sampling=fixed: largest | smallest | path to an arch JSON
     distill: float = num(0.0, ge=0, le=1)  # weight of in-place distillation from the largest arch (0: off)
-    lr: float = num(1e-3, gt=0)
-    warmup: int = num(400, ge=0)
+    lr: float = num(1e-3, gt=0)  # peak learning rate (after warm-up)
+    warmup: int = num(400, ge=0)  # updates of linear warm-up
     # after warm-up: inverse_sqrt | cosine (to min_lr at max_steps, HAT's recipe)
     schedule: str = one_of("inverse_sqrt", SCHEDULES)
     min_lr: float = num(0.0, ge=0)  # the cosine schedule's floor
     update_freq: int = num(1, gt=0)  # batches accumulated per optimizer update (fairseq's --update-freq)
     betas: tuple[float, ...] = num((0.9, 0.98), ge=0, lt=1, length=2)  # Adam's (beta1, beta2)
-    weight_decay: float = num(0.0001, ge=0)
-    label_smoothing: float = num(0.1, ge=0, lt=1)
+    weight_decay: float = num(0.0001, ge=0)  # AdamW's decoupled weight decay
+    label_smoothing: float = num(0.1, ge=0, lt=1)  # epsilon of label-smoothed cross-entropy
     clip_norm: float = num(1.0, ge=0)  # 0: no clipping
     # auto (bf16 only where it is fast: CUDA with bf16, CPUs with native bf16) | fp32 | bf16
     precision: str = one_of("auto", PRECISIONS)
     threads: int = num(0, ge=0)  # torch intra-op threads; 0: torch's default
-    log_every: int = num(20, gt=0)
-    valid_every: int = num(250, gt=0)
-    ckpt_every: int = num(250, gt=0)
-    keep_last: int = num(3, gt=0)
-    tensorboard: bool = False
+    log_every: int = num(20, gt=0)  # updates between log records
+    valid_every: int = num(250, gt=0)  # updates between validations (NLL, nats per target token)
+    ckpt_every: int = num(250, gt=0)  # updates between checkpoints
+    keep_last: int = num(3, gt=0)  # checkpoints kept
+    tensorboard: bool = False  # also log to RUN/tensorboard
     # with sampling=fixed: also BLEU on the first N validation sentences at each validation
     valid_bleu: int = num(0, ge=0)
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    beam: int = num(5, gt=0)
+    beam: int = num(5, gt=0)  # beam size
     lenpen: float = num(1.0, ge=0)  # scores are divided by length ** lenpen (0: no normalization)
     max_len_a: float = num(1.2, ge=0)  # max output length = a * source length + b
-    max_len_b: int = num(10, ge=0)
-    batch_size: int = num(64, gt=0)
+    max_len_b: int = num(10, ge=0)  # see max_len_a
+    batch_size: int = num(64, gt=0)  # sentences per decoding batch
 
 
 @dataclass(frozen=True)
@@ -113,18 +113,18 @@ class LatencyConfig:
     num_samples: int = num(200, ge=10)  # archs measured to train the predictor (largest and smallest included)
     holdout: float = num(0.2, gt=0, lt=1)  # fraction held out to report the predictor's accuracy
     src_len: int = num(30, gt=0)  # HAT's protocol: one sentence of this length, beam search for tgt_len steps
-    tgt_len: int = num(30, gt=0)
-    beam: int = num(5, gt=0)
-    warmup: int = num(5, ge=0)
-    repeats: int = num(10, gt=0)
+    tgt_len: int = num(30, gt=0)  # decoder steps timed (tokens)
+    beam: int = num(5, gt=0)  # beam size while timed
+    warmup: int = num(5, ge=0)  # untimed runs before timing
+    repeats: int = num(10, gt=0)  # timed runs per arch (the median is kept)
     threads: int = num(1, ge=0)  # CPU threads while measuring (fixed, recorded with every sample; 0: 1)
     # cpu | cuda | cuda:N | auto (cuda when available); recorded with every sample
     device: str = field(default="auto", metadata={"pattern": (r"auto|cpu|cuda(:\d+)?", "cpu, cuda, cuda:N or auto")})
     precision: str = one_of("auto", PRECISIONS)  # dtype of the exported model while timed: auto | fp32 | bf16
     hidden: int = num(128, gt=0)  # predictor MLP
-    num_layers: int = num(3, gt=0)
-    fit_steps: int = num(2000, gt=0)
-    seed: int = num(1, **SEED)
+    num_layers: int = num(3, gt=0)  # predictor MLP layers
+    fit_steps: int = num(2000, gt=0)  # predictor training steps (Adam)
+    seed: int = num(1, **SEED)  # seeds the measured archs and the held-out split
 
 
 @dataclass(frozen=True)
@@ -134,27 +134,27 @@ class SearchConfig:
     latency_fractions: tuple[float, ...] = num((), gt=0, le=1)
     max_params: int = num(0, ge=0)  # extra limits on every budget (0: none)
     params_budgets: tuple[int, ...] = num((), gt=0)  # one search per parameter budget (params-<N>M), no latency
-    max_flops: int = num(0, ge=0)
+    max_flops: int = num(0, ge=0)  # forward FLOPs (multiply-add = 2) of one input at latency.src_len/tgt_len; 0: none
     max_memory_mb: float = num(0.0, ge=0)  # limit on the estimated peak inference memory (MiB; 0: none)
-    population: int = num(125, gt=0)
+    population: int = num(125, gt=0)  # archs per generation
     parents: int = num(25, gt=0)  # at most population
-    mutations: int = num(50, ge=0)
-    crossovers: int = num(50, ge=0)
-    mutation_prob: float = num(0.3, ge=0, le=1)
-    generations: int = num(30, gt=0)
+    mutations: int = num(50, ge=0)  # children by mutation per generation
+    crossovers: int = num(50, ge=0)  # children by crossover per generation
+    mutation_prob: float = num(0.3, ge=0, le=1)  # probability that a mutation changes each gene
+    generations: int = num(30, gt=0)  # evolution rounds
     # fixed validation subset for the fitness (supernet validation loss); 0: the whole split
     valid_sentences: int = num(300, ge=0)
     random_baseline: bool = True  # also run random search with the same number of evaluations
     precision: str = one_of("auto", PRECISIONS)  # of the fitness evaluations: auto | fp32 | bf16
-    seed: int = num(1, **SEED)
+    seed: int = num(1, **SEED)  # seeds the search
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     steps: int = num(0, ge=0)  # fine-tune each search winner this many steps (0: skip)
-    lr: float = num(5e-4, gt=0)
-    warmup: int = num(50, ge=0)
-    valid_every: int = num(100, gt=0)
+    lr: float = num(5e-4, gt=0)  # peak learning rate
+    warmup: int = num(50, ge=0)  # updates of linear warm-up
+    valid_every: int = num(100, gt=0)  # updates between validations
     valid_bleu: int = num(200, ge=0)  # BLEU on this many validation sentences at each validation
     precision: str = one_of("auto", PRECISIONS)  # auto | fp32 | bf16
 
@@ -174,10 +174,10 @@ class GlueConfig:
 
     data: str = "../shared/data/glue"  # one folder per task: train.tsv[.gz], dev.tsv[.gz] (GLUE's layout)
     tasks: tuple[str, ...] = ("SST-2", "STS-B")  # what a pipeline's GLUE stage fine-tunes
-    epochs: float = num(3.0, gt=0)
+    epochs: float = num(3.0, gt=0)  # passes over the training (sub)set; fractions allowed
     lr: float = num(5e-5, gt=0)  # peak AdamW learning rate
     lr_sweep: tuple[float, ...] = num((), gt=0)  # several lrs: each one fine-tuned, the best dev score kept
-    batch_size: int = num(32, gt=0)
+    batch_size: int = num(32, gt=0)  # examples per step
     max_seq_len: int = num(128, gt=0)  # WordPiece tokens per example (pair included), longer ones truncated
     warmup: float = num(0.1, ge=0, lt=1)  # fraction of the steps with linear warm-up, then linear decay to 0
     weight_decay: float = num(0.01, ge=0)  # AdamW's, not on biases and LayerNorm weights
@@ -187,15 +187,15 @@ class GlueConfig:
     seeds: tuple[int, ...] = num((), **SEED)  # fine-tune once per seed and report mean and std
     kd_teacher: str = ""  # a classifier folder fine-tuned on the same task (`mosnas glue --save`); "": no KD
     kd_alpha: float = num(0.5, ge=0, le=1)  # loss = (1 - kd_alpha) hard + kd_alpha soft
-    kd_temperature: float = num(1.0, gt=0)
+    kd_temperature: float = num(1.0, gt=0)  # softmax temperature of the soft loss
     precision: str = one_of("auto", PRECISIONS)  # auto | fp32 | bf16
     threads: int = num(0, ge=0)  # torch intra-op threads; 0: torch's default
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "run"
-    out_dir: str = "runs"
+    name: str = "run"  # run name: the run folder is out_dir/name
+    out_dir: str = "runs"  # folder that holds run folders
     family: str = one_of("mt", FAMILIES)  # the model family (mt: translation); configs without it are mt
     data: DataConfig = field(default_factory=DataConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)

@@ -120,6 +120,12 @@ def plan(
     write nothing. Raises ConfigError (DataError for a bad data file) with one line naming the problem."""
     gc = settings or GlueConfig()
     check_declared(gc, "glue.")
+    for option, path in [
+        ("--data (glue.data)", data_dir or gc.data),
+        ("--kd-teacher (glue.kd_teacher)", gc.kd_teacher),
+    ]:
+        if path and not Path(path).is_dir():  # the options first: a wrong path is named as the option given
+            raise ConfigError(f"{option}: folder not found: {Path(path).resolve()}")
     model = model_record(model_dir)
     loaded = load_task(data_dir or gc.data, task)
     unknown = [m for m in loaded.spec.metrics if m not in METRICS]

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mosnas.config import GlueConfig, parse_setting, setting_default
+from mosnas.config import GlueConfig, setting_default
 
 
 def _option(sp: argparse.ArgumentParser, option: str, key: str, **kw: Any) -> None:
     """`option` for the setting `key`: converted and range-checked as declared (a bad value: one-line error)."""
-    kw.setdefault("default", setting_default(key))
-    sp.add_argument(option, type=lambda text: parse_setting(key, text, option), **kw)
+    from mosnas.cli_args import _setting
+
+    _setting(sp, option, key, **kw)  # help gets the default and the config key; values checked as declared
 
 
 def add_glue_command(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
@@ -26,11 +27,15 @@ def add_glue_command(sub: Any, handler: Callable[[argparse.Namespace], int]) -> 
         "standard TSV layout; writes OUT/glue/<task>/result.json and prints one line per task. A task folder "
         "that is not a GLUE task needs no code: its columns come from its header or a glue_task.json "
         "(see mosnas/glue_data.py).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g.add_argument("model", help="Hugging Face model folder (config.json, weights, tokenizer files)")
     g.add_argument("--task", nargs="+", required=True, help="task folder(s) of --data, e.g. SST-2 STS-B CoLA")
-    _option(g, "--data", "glue.data", help="GLUE folder: one folder per task with train/dev .tsv[.gz]")
+    default_data = setting_default("glue.data")
+    g.add_argument(
+        "--data",
+        default=default_data,
+        help=f"GLUE folder: one folder per task with train/dev .tsv[.gz] (default: {default_data}) [config: glue.data]",
+    )
     g.add_argument("--out", help="output folder (default: runs/<model folder name>); results in OUT/glue/<task>/")
     _option(g, "--epochs", "glue.epochs", help="passes over the training (sub)set; fractions allowed")
     _option(g, "--lr", "glue.lr", nargs="+", help="peak learning rate; several: a sweep, the best dev score kept")
@@ -42,7 +47,12 @@ def add_glue_command(sub: Any, handler: Callable[[argparse.Namespace], int]) -> 
     _option(g, "--dev-limit", "glue.dev_limit", help="seeded random subset of N dev examples (0: all)")
     _option(g, "--seed", "glue.seed", help="seed of the subsets, and of the fine-tuning unless --seeds")
     _option(g, "--seeds", "glue.seed", nargs="+", default=(), help="fine-tune once per seed: mean and std")
-    _option(g, "--kd-teacher", "glue.kd_teacher", help="fine-tuned classifier folder (or OUT of a --save run)")
+    g.add_argument(
+        "--kd-teacher",
+        default="",
+        help="fine-tuned classifier folder (or OUT of a --save run); KD at fine-tuning (default: none) "
+        "[config: glue.kd_teacher]",
+    )
     _option(g, "--kd-alpha", "glue.kd_alpha", help="weight of the soft loss: (1 - a) hard + a soft")
     _option(g, "--kd-temperature", "glue.kd_temperature", help="softmax temperature of the soft loss")
     _option(g, "--precision", "glue.precision", help="auto | fp32 | bf16")

@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+_FIELD = re.compile(r"^\s+(\w+)\s*:")
 
 
 def _meanings(cls: type) -> dict[str, str]:
@@ -20,7 +21,18 @@ def _meanings(cls: type) -> dict[str, str]:
         lines = inspect.getsourcelines(cls)[0]
     except (OSError, TypeError):
         return {}
-    return {m.group(1): m.group(2).strip() for m in map(_COMMENT.match, lines) if m}
+    out, above = {}, ""
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#"):  # a comment line above a field describes it
+            above = (above + " " + stripped.lstrip("# ")).strip()
+            continue
+        m = _COMMENT.match(line) or _FIELD.match(line)
+        if m:
+            beside = m.group(2).strip() if m.re is _COMMENT else ""
+            out[m.group(1)] = "; ".join(x for x in (above, beside) if x)
+        above = ""
+    return out
 
 
 def _type_name(typ: Any) -> str:
@@ -85,6 +97,11 @@ def rows(section: str | None = None) -> list[dict[str, str]]:
         if section in (None, name):
             add(hints[name], name + ".", getattr(default, name))
     return out
+
+
+def meaning(key: str) -> str:
+    """The meaning of one dotted config key ('' if unknown or undocumented)."""
+    return next((r["meaning"] for r in rows() if r["key"] == key), "")
 
 
 def markdown(section: str | None = None) -> str:

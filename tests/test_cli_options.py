@@ -85,7 +85,8 @@ def test_good_option_values_are_accepted(tmp_path, cmd, action):
     key, f, typ = _setting(action)
     good = f.default if not isinstance(f.default, tuple) else 1
     args = _parser().parse_args(_argv(cmd, _commands()[cmd], tmp_path, action.option_strings[0], str(good)))
-    assert getattr(args, action.dest) == typ(good)
+    expected = [typ(good)] if action.nargs in ("+", "*") else typ(good)  # a list option: a list of one
+    assert getattr(args, action.dest) == expected
 
 
 @pytest.mark.parametrize(
