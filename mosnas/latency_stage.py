@@ -93,11 +93,14 @@ def measured_samples(run: LoadedRun, lc: LatencyConfig, progress: bool) -> tuple
     group = INTERLEAVE
     settings = {**timing_settings(lc), "precision": precision.name}
     workload = lambda model: run.family.workload(model, lc, device, precision.dtype)
+    bar = tqdm(total=len(archs), initial=done, desc="latency", disable=not progress, dynamic_ncols=True)
     for start in range(done, len(archs), group):  # a stopped run keeps the groups it measured
         group_archs, how = archs[start : start + group], _timing(lc, device, start)
-        timed = measure_archs(run.net, group_archs, workload, how, reference, group, progress)
+        timed = measure_archs(run.net, group_archs, workload, how, reference, group, progress=False)
         samples += [{**s, "settings": settings} for s in timed]
         write_samples(samples, samples_file)
+        bar.update(len(group_archs))
+    bar.close()
     return [s for s in samples if not s.get("reference")], [s for s in samples if s.get("reference")], precision
 
 

@@ -10,7 +10,10 @@ Weights are counted from the model's parameters and buffers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -25,10 +28,25 @@ def weight_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """The profiler's C++ side (kineto) prints a `USDT: ... profiler_start/stop` line per use to fd 2, whatever
+    its log level: silenced here (Python exceptions still propagate)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _cpu_activation_peak(work: Callable[[], Any]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         work()
     deltas = []
     for e in prof.events():
@@ -42,15 +60,24 @@ def _cpu_activation_peak(work: Callable[[], Any]) -> int:
     return peak
 
 
-def peak_memory(model: nn.Module, work: Callable[[], Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+def peak_memory(
+    model: nn.Module,
+    work: Callable[[], Any],
+    device: str | torch.device = "cpu",
+    warmup: bool = True,
+    grad: bool = False,
+) -> dict[str, Any]:
     """Peak memory (MiB) of one call of `work` (which runs `model`, already on `device` in its deployed dtype):
     `peak_mb` = `weights_mb` + `activations_mb` (tensors alive at the worst moment of the call beyond the
-    weights), and `method` (how it was measured, see the module docstring). `work` runs once untimed first so
-    lazy initialization is not counted."""
+    weights), and `method` (how it was measured, see the module docstring). With `warmup`, `work` runs once
+    first (inference: lazy initialization is not counted); without, the measured call is the first (a
+    training step: its gradients and the optimizer's state are allocated in it and counted). `work` runs
+    under no_grad unless `grad` (training)."""
     device = torch.device(device)
     weights = weight_bytes(model)
-    with torch.no_grad():
-        work()
+    with torch.enable_grad() if grad else torch.no_grad():
+        if warmup:
+            work()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             base = torch.cuda.memory_allocated(device)

@@ -25,7 +25,7 @@ from mosnas.latency_predictors import read_meta
 from mosnas.mt.costs import count_flops
 from mosnas.mt.decode import measure_latency
 from mosnas.stats import kendall_tau, scatter_plot
-from tests.conftest import make_supernet
+from tests.conftest import DATA, make_supernet
 
 SETTINGS = dict(src_len=6, tgt_len=4, beam=2, warmup=1, repeats=5)
 
@@ -263,3 +263,29 @@ def test_latency_dataset_fit_and_search_with_another_devices_predictor(tiny_run_
     assert main(["search", str(tiny_run_dir), "--max-memory-mb", "0.001", "--quiet"]) == 2
     assert "memory <= " in capsys.readouterr().err
     assert main(["search", str(tiny_run_dir), "--predictor", str(pred), "--quiet"]) == 2  # no --latency-ms
+
+
+def test_training_peak_memory_grows_with_the_generators_experts(space, spm_model):
+    """The supernet's training peak (one sandwich step + AdamW's first step) per generator: the mixture
+    generators hold 2 experts, so their weights, gradients and optimizer state weigh more than shared's."""
+    from mosnas.config import DataConfig
+    from mosnas.memory import peak_memory
+    from mosnas.mt.data import load_parallel
+    from mosnas.mt.task import train_step
+    from mosnas.schedule import step_archs
+
+    data, _ = load_parallel(DataConfig(dir=str(DATA)), "train", spm_model.processor, limit=64)
+    batch, cpu = data.collate(data.batches(0)[0]), torch.device("cpu")
+    peaks = {}
+    for gen in ("shared", "neuron"):
+        net = make_supernet(space, gen, vocab=spm_model.vocab)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+        def step(net=net, opt=opt) -> None:
+            train_step(net, batch, step_archs(space, "sandwich", 1, 1, 0), 0.1, 0.0, cpu, False)
+            opt.step()
+
+        peaks[gen] = peak_memory(net, step, cpu, warmup=False, grad=True)
+        # gradients and AdamW's two moments alone are 3x the weights
+        assert peaks[gen]["activations_mb"] > 2.9 * peaks[gen]["weights_mb"], peaks[gen]
+    assert peaks["neuron"]["peak_mb"] > peaks["shared"]["peak_mb"]

@@ -72,13 +72,18 @@ def test_latency_search_export_report(run):
     row = export_and_score(run, arch, run.run_dir / "export" / "test-budget", run.cfg.latency, progress=False)
     assert row["measured_latency_ms"] > 0 and row["parameters"] > 0 and 0 <= row["bleu"] <= 100
     assert row["peak_memory_mb"] > 0
-    from mosnas.winner import hold_budget
+    from mosnas.winner import describe_check, hold_budget
 
     held_arch, out, check = hold_budget(run, found, "test-budget", limit, run.cfg.latency, fallbacks=2)
     assert 1 <= len(check["tried"]) <= 3 and check["tried"][0]["arch"] == found["evolution"]["arch"]
     chosen = check["tried"][check["chosen"]]
     assert held_arch.to_dict() == chosen["arch"] and (out / "latency.json").is_file()
     assert check["held"] == (chosen["measured_ms"] <= check["tolerance_ms"]), check
+    # a budget no candidate meets when measured: the fallbacks are tried, the fastest measured is kept, said so
+    strict = hold_budget(run, found, "test-strict", chosen["measured_ms"] / 10, run.cfg.latency, fallbacks=2)[2]
+    assert not strict["held"] and strict["tried"][0]["export"] == "test-strict"
+    measured = [t["measured_ms"] for t in strict["tried"]]
+    assert strict["tried"][strict["chosen"]]["measured_ms"] == min(measured) and "none held" in describe_check(strict)
     results = {
         "name": "t",
         "generator": "neuron",
