@@ -125,7 +125,7 @@ def layer_table(run: LoadedRun, lc: LatencyConfig, progress: bool) -> dict[str, 
         return read_json(path)
     device, precision = timing(run, lc)
     keys, table, t0 = run.family.space_parts(run.space), {}, time.perf_counter()
-    group = 4 * INTERLEAVE
+    group = 2 * INTERLEAVE  # layer modules built at once: bounded memory for wide spaces
     for start in tqdm(range(0, len(keys), group), desc="latency table", disable=not progress, dynamic_ncols=True):
         part = keys[start : start + group]
         args = (run.space, run.net.vocab_size, run.cfg.supernet, lc, device, precision.dtype)

@@ -158,7 +158,7 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     for report in (run_dir.results, run_dir.summary, run_dir.pareto):  # rebuilt from fresh outputs only
         report.unlink(missing_ok=True)
     names = budgets(cfg.search, None)
-    latency_report = None
+    latency_report, predictor = None, None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
         latency_report = latency_stage(loaded, lc, progress)
         predictor = predictor_of(loaded)[0]
@@ -167,7 +167,9 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     for name in cfg.eval.archs:  # reference subnets: largest and smallest
         arch = loaded.space.parse_arch(name)
         out = run_dir.export(name if name in ("largest", "smallest") else Path(name).stem)
-        rows.append({"name": name, "kind": "reference", **export_and_score(loaded, arch, out, lc, progress)})
+        predicted = round(predictor(arch), 3) if predictor else None  # every row: predicted beside measured
+        row = {"name": name, "kind": "reference", "predicted_latency_ms": predicted}
+        rows.append({**row, **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
         rows += _budget_rows(cfg, loaded, name, limit, progress)
     for size in cfg.search.params_budgets:  # one search per parameter budget (BERT's size budgets)
