@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.config import Config, LatencyConfig, SearchConfig
+from mosnas.errors import ConfigError
 from mosnas.finetune import finetune
 from mosnas.hardware import resolve_precision
 from mosnas.latency_stage import budget_predictor, latency_stage, predictor_of, timing  # noqa: F401
@@ -62,6 +63,8 @@ def search_stage(
     if fresh(out_file, record, f"search {name}"):
         return read_json(out_file)
     out_file.unlink(missing_ok=True)
+    if sc.max_memory_mb and "memory_mb" not in _costs(run, run.space.smallest(), lc):
+        raise ConfigError(f"search.max_memory_mb: the {run.cfg.family} family gives no memory estimate (costs)")
     budget = Budget(
         latency_ms=latency_ms,
         latency=predictor,
