@@ -16,6 +16,7 @@ import csv
 import gzip
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,7 @@ class FeaturePredictor:
         self.space: Space | None = None  # set by for_space: predictions of archs
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> FeaturePredictor:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LinearRegression
         from sklearn.neural_network import MLPRegressor
 
@@ -137,7 +139,9 @@ class FeaturePredictor:
         hidden = (self.hidden,) * self.num_layers
         stop = len(ys) >= 50  # early stopping on 10% of the rows needs enough rows to hold out
         reg = MLPRegressor(hidden_layer_sizes=hidden, early_stopping=stop, max_iter=300, random_state=self.seed)
-        reg.fit(xs, ys)
+        with warnings.catch_warnings():  # not converged in max_iter: its held-out error says what that cost
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            reg.fit(xs, ys)
         self.weights, self.biases = list(reg.coefs_), list(reg.intercepts_)
         return self
 
