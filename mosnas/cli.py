@@ -8,7 +8,7 @@ import sys
 from importlib.metadata import version
 
 from mosnas import tune_malloc
-from mosnas.cli_args import _Parser, lock_written_run, quiet_exit
+from mosnas.cli_args import _Parser, closing_lines, lock_written_run, quiet_exit
 
 COMMAND_MODULES: tuple[str, ...] = (
     "mosnas.latency_cli",  # latency (measure, fit, --fit a dataset) and search (budgets re-measured)
@@ -87,13 +87,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             from mosnas.train import train
 
             run_dir = train(cfg, resume=args.resume, force=args.force, show_progress=not args.quiet)
-            print(f"trained supernet saved in {run_dir}")
+            print(f"trained supernet saved in {run_dir}; next: mosnas run {args.config} (search, export, score)")
         else:
             from mosnas.pipeline import run
             from mosnas.run import RunDir
 
             results = run(cfg, force=args.force, progress=not args.quiet)
             print(RunDir(cfg.run_dir).summary.read_text(encoding="utf-8"))
-            print(f"results: {RunDir(cfg.run_dir).results} ({len(results['results'])} archs)")
+            print(closing_lines(cfg, results))
         return 0
     raise AssertionError(f"no handler for {args.command}")

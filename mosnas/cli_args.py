@@ -80,3 +80,24 @@ def quiet_exit(e: BaseException) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
     print("mosnas: interrupted; running the same command again continues where it stopped", file=sys.stderr)
     return 130
+
+
+def closing_lines(cfg: typing.Any, results: dict[str, typing.Any]) -> str:
+    """What `mosnas run` prints last: how long it took, where its files are and what to run next."""
+    root = Path(cfg.run_dir)
+    seconds = results.get("wall_s_this_call", 0.0)
+    rows = results["results"]
+    model = next((r for r in rows if r["kind"] == "search"), rows[0] if rows else None)
+    folder = root / "export" / model["name"] if model else root / "export"
+    use = (
+        f"mosnas translate {folder} --input FILE > OUT"
+        if cfg.family == "mt"
+        else f"python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')\""
+    )
+    return "\n".join(
+        [
+            f"done in {seconds / 60:.1f} min: {len(rows)} subnets scored; files in {root}/",
+            f"  summary.md, results.json, pareto.png, train_curve.png; models in {root / 'export'}/<subnet>/",
+            f"next: {use}   |   mosnas search {root} --latency-fraction F   |   mosnas report {root}",
+        ]
+    )

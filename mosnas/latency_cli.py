@@ -4,6 +4,7 @@ from a dataset measured elsewhere, HAT's CSVs included), and search under a budg
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from mosnas.cli_args import _setting
@@ -23,17 +24,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--fit", metavar="DATASET", help="fit a predictor on a dataset (ours or HAT's .csv[.gz])")
     la.add_argument("--out", help="with --fit: the predictor folder to write")
     _setting(la, "--holdout", "latency.holdout", default=None, help="with --fit: held-out fraction (default 0.2)")
-    la.add_argument("--quiet", action="store_true")
+    la.add_argument("--quiet", action="store_true", help="no progress bars")
     la.set_defaults(handler=_latency)
 
     se = sub.add_parser("search", help="evolutionary search under a budget, then export and evaluate the winner")
     se.add_argument("run", help="run folder")
-    _setting(se, "--latency-ms", "search.latency_ms", default=None, help="latency budget (needs a predictor)")
-    _setting(se, "--max-params", "search.max_params", help="parameter limit (0: none)")
-    _setting(se, "--max-flops", "search.max_flops", help="FLOPs limit (0: none)")
+    _setting(se, "--latency-ms", "search.latency_ms", default=None, help="latency budget, ms (needs a predictor)")
+    _setting(
+        se,
+        "--latency-fraction",
+        "search.latency_fractions",
+        default=None,
+        help="latency budget as a fraction of the predicted span: 0 = the smallest arch, 1 = the largest",
+    )
+    _setting(
+        se,
+        "--max-params",
+        "search.max_params",
+        help="parameters of the exported model, embeddings included; 0: none; e.g. 5M, 250k",
+    )
+    _setting(
+        se, "--max-flops", "search.max_flops", help="forward FLOPs of one input (see mosnas config search); 0: none"
+    )
     _setting(se, "--max-memory-mb", "search.max_memory_mb", help="estimated peak inference memory limit, MiB")
     se.add_argument("--predictor", help="a predictor folder from `mosnas latency --fit` (another device's)")
-    se.add_argument("--quiet", action="store_true")
+    se.add_argument("--quiet", action="store_true", help="no progress bars")
     se.set_defaults(handler=_search)
 
 
@@ -86,6 +101,16 @@ def _latency(args: argparse.Namespace) -> int:
             f"mean deviation {noise['mape_pct']:.2f}%; {report['seconds_per_arch']:.2f} s per measured arch"
         )
     print(f"chosen: {report['chosen']} ({report['why']}); scatter plot: {run.dir.latency / 'scatter.png'}")
+    if report["heldout_samples"] < MIN_HELDOUT:
+        print(
+            f"warning: only {report['heldout_samples']} held-out archs: tau and MAPE from so few mean little "
+            f"(measure more: --samples {int(MIN_HELDOUT / lc.holdout) + 1})"
+        )
+    lo, hi = _span(run)
+    print(
+        f"search accepts latency budgets from {lo:.2f} ms (the smallest arch, predicted) to {hi:.2f} ms (the "
+        f"largest): mosnas search {args.run} --latency-ms X, or --latency-fraction F (0..1 of that span)"
+    )
     if args.dataset:
         from mosnas.hat_latency import write_dataset
         from mosnas.latency import read_samples
@@ -103,8 +128,16 @@ def _search(args: argparse.Namespace) -> int:
     from mosnas.run import load_run
 
     run = load_run(args.run)
+    if args.latency_fraction is not None:
+        if args.latency_ms is not None or args.predictor:
+            raise ConfigError(
+                "--latency-fraction is a fraction of this run's predicted span: not with --latency-ms or --predictor"
+            )
+        lo, hi = _span(run)
+        args.latency_ms = math.ceil((lo + args.latency_fraction * (hi - lo)) * 100) / 100
+        args.name = f"latency-frac{args.latency_fraction:g}"  # the pipeline's name: stable when the predictor is refit
     if args.latency_ms is None and not (args.max_params or args.max_flops or args.max_memory_mb):
-        raise ConfigError("give a budget: --latency-ms, --max-params, --max-flops and/or --max-memory-mb")
+        return _config_budgets(run, args)
     if args.predictor and args.latency_ms is None:
         raise ConfigError("--predictor is for a latency budget: give --latency-ms too")
     if args.latency_ms is not None and not args.predictor and not (run.dir.latency / "predictor.json").is_file():
@@ -113,10 +146,47 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--predictor {args.predictor}: no predictor.json there (see `mosnas latency --fit`)")
     limits = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
     sc = replace(limits, max_memory_mb=args.max_memory_mb)
-    return _search_and_report(run, sc, args.latency_ms, args.predictor, progress=not args.quiet)
+    name = getattr(args, "name", None)
+    return _search_and_report(run, sc, args.latency_ms, args.predictor, progress=not args.quiet, name=name)
 
 
-def _search_and_report(run, sc, latency_ms: float | None, predictor: str | None, progress: bool) -> int:
+MIN_HELDOUT = 10  # fewer held-out archs than this: the predictor's tau and MAPE are too noisy to judge it by
+
+
+def _span(run) -> tuple[float, float]:
+    """The run's predicted latency of its smallest and largest arch (ms): the budgets a search accepts."""
+    from mosnas.latency_stage import predictor_of
+
+    predictor = predictor_of(run)[0]
+    return predictor(run.space.smallest()), predictor(run.space.largest())
+
+
+def _config_budgets(run, args: argparse.Namespace) -> int:
+    """`mosnas search RUN` with no budget option: every budget of the run's config, one search each."""
+    from dataclasses import replace
+
+    from mosnas.errors import ConfigError
+    from mosnas.pipeline import budgets
+
+    sc = run.cfg.search
+    if not (sc.latency_ms or sc.latency_fractions or sc.params_budgets):
+        raise ConfigError(
+            "give a budget (--latency-ms, --latency-fraction, --max-params, --max-flops, --max-memory-mb): "
+            "the run's config has none (search.latency_ms, search.latency_fractions, search.params_budgets)"
+        )
+    span = _span(run) if sc.latency_fractions else None
+    for name, limit in budgets(sc, span).items():
+        print(f"== search {name} (from the run's config)")
+        _search_and_report(run, sc, limit, None, progress=not args.quiet, name=name)
+    for size in sc.params_budgets:
+        print(f"== search params-{size / 1e6:g}M (from the run's config)")
+        _search_and_report(run, replace(sc, max_params=size), None, None, not args.quiet, f"params-{size / 1e6:g}M")
+    return 0
+
+
+def _search_and_report(
+    run, sc, latency_ms: float | None, predictor: str | None, progress: bool, name: str | None = None
+) -> int:
     """Search, re-measure the winner against a latency budget of the run's own predictor (fallbacks when over),
     export, evaluate and print. A --predictor of another device predicts there: its budget is not checked by
     the latency measured here (which is printed all the same)."""
@@ -126,7 +196,7 @@ def _search_and_report(run, sc, latency_ms: float | None, predictor: str | None,
     parts = [f"latency-{latency_ms:g}ms"] if latency_ms is not None else []
     parts += [f"{k}-{v:g}" for k, v in (("params", sc.max_params), ("flops", sc.max_flops)) if v]
     parts += [f"memory-{sc.max_memory_mb:g}MiB"] if sc.max_memory_mb else []
-    name = "_".join(parts) + ("-" + Path(predictor).name if predictor else "")
+    name = name or "_".join(parts) + ("-" + Path(predictor).name if predictor else "")
     found = search_stage(run, sc, name, latency_ms, run.cfg.latency, progress, predictor_dir=predictor)
     arch, export, check = run.space.arch_from_dict(found["evolution"]["arch"]), run.dir.export(name), None
     if latency_ms is not None and not predictor:

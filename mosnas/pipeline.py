@@ -8,6 +8,7 @@ run's family (`run.family`: see mosnas.family)."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ def budgets(sc: SearchConfig, span: tuple[float, float] | None) -> dict[str, flo
         lo, hi = span
         for f in sc.latency_fractions:
             v = math.ceil((lo + f * (hi - lo)) * 100) / 100  # rounded up: never below the smallest arch
-            out[f"latency-{v:g}ms"] = v
+            out[f"latency-frac{f:g}"] = v  # named by the fraction: the same folder when the predictor is refit
     if not out and (sc.max_params or sc.max_flops or sc.max_memory_mb):
         out["limits"] = None
     return out
@@ -152,7 +153,9 @@ def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, pr
 def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline for `cfg`; a stopped run continues where it stopped."""
     t0 = time.perf_counter()
+    stage = lambda text: progress and print(f"== {text}", file=sys.stderr, flush=True)  # one header per stage
     if force or needs_training(cfg):
+        stage(f"train: {cfg.supernet.generator} supernet -> {cfg.run_dir}")
         train(cfg, resume=not force, force=force, show_progress=progress)
     else:
         adopt_config(cfg)  # the stages below read the run's config: the decode, eval, search... settings given now
@@ -163,10 +166,12 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     names = budgets(cfg.search, None)
     latency_report, predictor = None, None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
+        stage(f"latency: measure {lc.num_samples} archs and the layer table, fit the predictor")
         latency_report = latency_stage(loaded, lc, progress)
         predictor = predictor_of(loaded)[0]
         names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))
     rows = []
+    stage(f"export and score the reference subnets: {', '.join(cfg.eval.archs)}")
     for name in cfg.eval.archs:  # reference subnets: largest and smallest
         arch = loaded.space.parse_arch(name)
         out = run_dir.export(name if name in ("largest", "smallest") else Path(name).stem)
@@ -174,8 +179,10 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         row = {"name": name, "kind": "reference", "predicted_latency_ms": predicted}
         rows.append({**row, **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
+        stage(f"search {name}: evolution{' and random search' if cfg.search.random_baseline else ''}, export, score")
         rows += _budget_rows(cfg, loaded, name, limit, progress)
     for size in cfg.search.params_budgets:  # one search per parameter budget (BERT's size budgets)
+        stage(f"search params-{size / 1e6:g}M: evolution, export, score")
         sized = replace(cfg, search=replace(cfg.search, max_params=size, params_budgets=()))
         rows += _budget_rows(sized, loaded, f"params-{size / 1e6:g}M", None, progress)
     results = {

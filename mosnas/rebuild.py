@@ -58,6 +58,8 @@ def _row(run: Any, name: str, kind: str, model_dir: Path, split: str) -> dict[st
     latency = _read(model_dir / "latency.json")
     if "latency_ms" in latency:
         row["measured_latency_ms"] = latency["latency_ms"]
+    if "memory" in latency:
+        row["peak_memory_mb"] = latency["memory"]["peak_mb"]
     searched = _read(run.dir.search(name))
     if searched:
         row.update(budget_ms=searched.get("latency_ms"), predicted_latency_ms=searched.get("predicted_latency_ms"))

@@ -139,6 +139,9 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         if not self.ddp.main:
             return
+        valid = [(k[6:], v) for k, v in record.items() if k.startswith("valid_") and isinstance(v, float)]
+        if valid:  # the training bar shows the newest validation (e.g. nll_largest, nats per target token)
+            self.shown_valid = valid[0]
         with open(self.run.log, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer:
@@ -276,7 +279,10 @@ class Trainer:
         }
         self.log(record)
         shown = next(iter(self.window.values()))  # the first arch of the sandwich (largest), or the only one
-        bar.set_postfix(step=self.step, loss=f"{sum(shown) / len(shown):.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        valid = getattr(self, "shown_valid", None)
+        extra = {valid[0]: f"{valid[1]:.3f}"} if valid else {}
+        loss = f"{sum(shown) / len(shown):.3f}"
+        bar.set_postfix(step=self.step, loss=loss, **extra, tok_s=f"{record['tokens_per_s']:.0f}")
         self.window, self.window_tokens, self.window_time, self.window_steps = {}, 0, 0.0, 0
 
     def _finish(self, stop_reason: str | None) -> None:

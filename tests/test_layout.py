@@ -15,11 +15,15 @@ STAGES = (  # the engine's stages and the run folder, above the core
     "mosnas.run",
     "mosnas.train",
     "mosnas.latency",
+    "mosnas.latency_stage",
+    "mosnas.winner",
     "mosnas.search",
     "mosnas.export",
     "mosnas.finetune",
     "mosnas.pipeline",
     "mosnas.report",
+    "mosnas.rebuild",
+    "mosnas.autodistil",
     "mosnas.family",
 )
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 80

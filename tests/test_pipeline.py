@@ -22,8 +22,8 @@ def run(tiny_run_dir):
 
 def test_budgets_from_fractions_and_absolute_values():
     sc = SearchConfig(latency_ms=(5.0,), latency_fractions=(0.5,))
-    assert budgets(sc, (2.0, 4.0)) == {"latency-5ms": 5.0, "latency-3ms": 3.0}
-    assert budgets(SearchConfig(latency_fractions=(0.001,)), (4.6881, 9.0)) == {"latency-4.7ms": 4.7}  # rounded up
+    assert budgets(sc, (2.0, 4.0)) == {"latency-5ms": 5.0, "latency-frac0.5": 3.0}
+    assert budgets(SearchConfig(latency_fractions=(0.001,)), (4.6881, 9.0)) == {"latency-frac0.001": 4.7}  # rounded up
     assert budgets(SearchConfig(max_params=10_000), None) == {"limits": None}
 
 

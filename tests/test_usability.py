@@ -170,3 +170,18 @@ def test_translate_streams_each_stdin_line_as_soon_as_it_is_translated(tmp_path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_latency_budgets_are_easy_to_choose(tmp_path, capsys):
+    assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet"]) == 0
+    run = tmp_path / "tiny"
+    assert main(["latency", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "search accepts latency budgets from" in out and "--latency-fraction" in out
+    assert "warning: only" in out  # tiny.yaml holds out 2-3 archs: their tau means little, and it says so
+    assert main(["search", str(run), "--latency-fraction", "0.5", "--quiet"]) == 0
+    assert (run / "export" / "latency-frac0.5" / "export.json").is_file()
+    capsys.readouterr()
+    assert main(["search", str(run), "--quiet"]) == 0  # no budget option: the config's (latency_fractions [0.5])
+    assert "== search latency-frac0.5 (from the run's config)" in capsys.readouterr().out
+    assert sorted(p.name for p in (run / "search").glob("*.json")) == ["latency-frac0.5.json"]  # the same folder
