@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from importlib.metadata import version
 
@@ -69,7 +70,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides may come after options (e.g. `--data DIR train.lr=1e-3`).
     if extra and (args.command not in ("train", "run") or any(x.startswith("-") for x in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")  # suggests its own options
     if extra:
         args.overrides = list(args.overrides) + extra
     return args
@@ -87,7 +89,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from mosnas.train import train
 
             run_dir = train(cfg, resume=args.resume, force=args.force, show_progress=not args.quiet)
-            print(f"trained supernet saved in {run_dir}; next: mosnas run {args.config} (search, export, score)")
+            again = shlex.join(
+                ["mosnas", "run", args.config, *args.overrides] + (["--data", args.data] if args.data else [])
+            )
+            print(f"trained supernet saved in {run_dir}; next: {again} (search, export, score)")
         else:
             from mosnas.pipeline import run
             from mosnas.run import RunDir

@@ -24,10 +24,10 @@ class _Parser(argparse.ArgumentParser):
         bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if bad:  # a mistyped command
             hint = did_you_mean(bad.group(1), re.findall(r"[\w-]+", bad.group(2)))
-        elif message.startswith("unrecognized arguments:"):  # a mistyped option
-            subs = [p for a in self._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
-            options = [o for parser in (self, *subs) for a in parser._actions for o in a.option_strings]
-            hint = did_you_mean(message.split(":", 1)[1].split()[0].split("=")[0], options)
+        elif message.startswith("unrecognized arguments:"):  # a mistyped option of this command (self)
+            word = message.split(":", 1)[1].split()[0].split("=")[0]
+            hint = did_you_mean(word, [o for a in self._actions for o in a.option_strings])
+            hint = hint or _as_setting(word)
         raise ConfigError(f"{message}{hint} (see `{self.prog} --help`)")
 
 
@@ -59,6 +59,15 @@ def _setting(sp: argparse.ArgumentParser, option: str, key: str, **kw: typing.An
         text += f" (default: {default})"
     kw["help"] = f"{text} [config: {key}]"  # the same setting in a config file or an override
     sp.add_argument(option, type=_Setting(key, option), **kw)
+
+
+def _as_setting(option: str) -> str:
+    """'; as a config setting: train.max_steps=VALUE' for an option that names a config key (--max-steps)."""
+    from mosnas.reference import rows
+
+    leaf = option.lstrip("-").replace("-", "_")
+    keys = [r["key"] for r in rows() if r["key"].rsplit(".", 1)[-1] == leaf]
+    return f"; as a config setting: {keys[0]}=VALUE" if keys else ""
 
 
 def lock_written_run(args: argparse.Namespace) -> None:
@@ -94,10 +103,12 @@ def closing_lines(cfg: typing.Any, results: dict[str, typing.Any]) -> str:
         if cfg.family == "mt"
         else f"python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')\""
     )
+    has_predictor = (root / "latency" / "predictor.json").is_file()
+    budget = "--latency-fraction F (0..1 of the predicted span)" if has_predictor else "--max-params 10M"
     return "\n".join(
         [
             f"done in {seconds / 60:.1f} min: {len(rows)} subnets scored; files in {root}/",
             f"  summary.md, results.json, pareto.png, train_curve.png; models in {root / 'export'}/<subnet>/",
-            f"next: {use}   |   mosnas search {root} --latency-fraction F   |   mosnas report {root}",
+            f"next: {use}   |   mosnas search {root} {budget}   |   mosnas report {root}",
         ]
     )

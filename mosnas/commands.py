@@ -9,6 +9,7 @@ result file says which values were used and where each came from."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,22 +61,28 @@ def add_commands(sub: Any) -> None:
     decoding(ev)
     ev.add_argument("--data", help="corpus folder (default: the model's record)")
     ev.add_argument("--split", help="split to score (default: the model's record, its data.test)")
-    _setting(ev, "--limit", "eval.limit", default=None, help="only the first N sentences (default: the record's)")
+    _setting(ev, "--limit", "eval.limit", default=None, help="a seeded sample of N sentences (0: all)")
     _setting(ev, "--tokenize", "eval.bleu_tokenize", default=None, help="sacreBLEU tokenizer (default: by language)")
     ev.set_defaults(handler=evaluate_command)
 
 
 def export_command(args: argparse.Namespace) -> int:
     """`mosnas export RUN --arch ARCH`: the run's own config is the record (corpus, pair, tokenizer)."""
+    from mosnas.errors import ConfigError
     from mosnas.export import export_arch
     from mosnas.records import read_json
     from mosnas.run import RunDir, load_run
 
     run = load_run(args.run)
     arch = run.space.parse_arch(args.arch)
-    literal = args.arch in ("largest", "smallest") or args.arch.lstrip().startswith("{")
-    name = ("arch" if args.arch.lstrip().startswith("{") else args.arch) if literal else Path(args.arch).stem
-    out = export_arch(run, arch, args.out or RunDir(Path(args.run)).export(name))
+    inline = args.arch.lstrip().startswith("{")  # a JSON string: named by its content, so two never collide
+    digest = hashlib.sha256(arch.to_json().encode()).hexdigest()[:8]
+    name = f"arch-{digest}" if inline else args.arch if args.arch in ("largest", "smallest") else Path(args.arch).stem
+    target = Path(args.out) if args.out else RunDir(Path(args.run)).export(name)
+    held = read_json(target / "arch.json") if (target / "arch.json").is_file() else None
+    if held is not None and held != arch.to_dict():
+        raise ConfigError(f"{target} holds another arch's export; give --out DIR, or remove it to replace it")
+    out = export_arch(run, arch, target)
     info = read_json(out / "export.json")
     pair = f", {info['provenance']['pair']}" if "pair" in info["provenance"] else ""
     print(f"exported {info['parameters']:,} parameters to {out} ({run.cfg.family}{pair}, step {run.step})")

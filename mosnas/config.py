@@ -47,8 +47,8 @@ class DataConfig:
     vocab_size: int = num(6000, gt=0)  # joint sentencepiece vocabulary of both sides
     max_tokens: int = num(4096, gt=0)  # padded tokens (source + target side, the larger) per batch
     max_len: int = num(128, gt=0)  # training pairs longer than this (in subwords) are dropped
-    train_limit: int = num(0, ge=0)  # use only the first N training pairs (0: all)
-    valid_limit: int = num(0, ge=0)  # use only the first N validation pairs (0: all)
+    train_limit: int = num(0, ge=0)  # a seeded random sample of N training pairs (0: all; BERT: lines)
+    valid_limit: int = num(0, ge=0)  # a seeded random sample of N validation pairs (0: all; BERT: sequences)
     tokenizer: str = ""  # an existing sentencepiece model to use instead of training one (fine-tuning)
 
 
@@ -95,7 +95,7 @@ class TrainConfig:
     ckpt_every: int = num(250, gt=0)  # updates between checkpoints
     keep_last: int = num(3, gt=0)  # checkpoints kept
     tensorboard: bool = False  # also log to RUN/tensorboard
-    # with sampling=fixed: also BLEU on the first N validation sentences at each validation
+    # with sampling=fixed: also BLEU on a seeded sample of N validation sentences at each validation
     valid_bleu: int = num(0, ge=0)
 
 
@@ -163,7 +163,7 @@ class FinetuneConfig:
 class EvalConfig:
     archs: tuple[str, ...] = ("largest", "smallest")  # what `mosnas run` exports and scores
     split: str = ""  # default: data.test
-    limit: int = num(0, ge=0)  # score only the first N sentences (0: all)
+    limit: int = num(0, ge=0)  # score a seeded random sample of N sentences, in corpus order (0: all)
     # sacreBLEU tokenizer; "" chooses by target language as the sacrebleu CLI does
     bleu_tokenize: str = one_of("", BLEU_TOKENIZERS)
 

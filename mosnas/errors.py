@@ -38,5 +38,5 @@ class Interrupted(TrainingError):
     128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a killed command."""
 
     def __init__(self, message: str, signal_name: str = "SIGINT"):
-        super().__init__(message)
+        super().__init__(f"{message}; to continue, run the same command again (mosnas train: with --resume)")
         self.exit_code = 143 if signal_name == "SIGTERM" else 130

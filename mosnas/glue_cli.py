@@ -36,7 +36,11 @@ def add_glue_command(sub: Any, handler: Callable[[argparse.Namespace], int]) -> 
         default=default_data,
         help=f"GLUE folder: one folder per task with train/dev .tsv[.gz] (default: {default_data}) [config: glue.data]",
     )
-    g.add_argument("--out", help="output folder (default: runs/<model folder name>); results in OUT/glue/<task>/")
+    g.add_argument(
+        "--out",
+        help="output folder; results in OUT/glue/<task>/ (default: a mosnas export's own folder, "
+        "else runs/<model folder name>)",
+    )
     _option(g, "--epochs", "glue.epochs", help="passes over the training (sub)set; fractions allowed")
     _option(g, "--lr", "glue.lr", nargs="+", help="peak learning rate; several: a sweep, the best dev score kept")
     _option(g, "--batch-size", "glue.batch_size", help="examples per step")
@@ -78,8 +82,10 @@ def run_command(args: argparse.Namespace, plan: Callable[..., Any], execute: Cal
     its summary line; `plan`/`execute` are mosnas.glue's."""
     gc = settings_of(args)
     folder = Path(args.model).resolve()
-    # runs/<model folder name>; a folder named `model` (the bundled teacher's, a `--save`d classifier's) by its parent
-    out = Path(args.out) if args.out else Path("runs") / (folder.parent.name if folder.name == "model" else folder.name)
+    # a mosnas export: its own folder (as `mosnas run` does); else runs/<model folder name>, a folder named `model`
+    # (the bundled teacher's, a `--save`d classifier's) by its parent
+    named = Path("runs") / (folder.parent.name if folder.name == "model" else folder.name)
+    out = Path(args.out) if args.out else folder if (folder / "export.json").is_file() else named
     plans = {}
     for name in args.task:
         p = plan(args.model, name, args.data, out, gc, args.force, args.save)

@@ -135,7 +135,7 @@ def _search(args: argparse.Namespace) -> int:
             )
         lo, hi = _span(run)
         args.latency_ms = math.ceil((lo + args.latency_fraction * (hi - lo)) * 100) / 100
-        args.name = f"latency-frac{args.latency_fraction:g}"  # the pipeline's name: stable when the predictor is refit
+        args.label = f"latency-frac{args.latency_fraction:g}"  # the pipeline's name: stable when the predictor is refit
     if args.latency_ms is None and not (args.max_params or args.max_flops or args.max_memory_mb):
         return _config_budgets(run, args)
     if args.predictor and args.latency_ms is None:
@@ -146,8 +146,8 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--predictor {args.predictor}: no predictor.json there (see `mosnas latency --fit`)")
     limits = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
     sc = replace(limits, max_memory_mb=args.max_memory_mb)
-    name = getattr(args, "name", None)
-    return _search_and_report(run, sc, args.latency_ms, args.predictor, progress=not args.quiet, name=name)
+    label = getattr(args, "label", None)
+    return _search_and_report(run, sc, args.latency_ms, args.predictor, progress=not args.quiet, label=label)
 
 
 MIN_HELDOUT = 10  # fewer held-out archs than this: the predictor's tau and MAPE are too noisy to judge it by
@@ -185,7 +185,13 @@ def _config_budgets(run, args: argparse.Namespace) -> int:
 
 
 def _search_and_report(
-    run, sc, latency_ms: float | None, predictor: str | None, progress: bool, name: str | None = None
+    run,
+    sc,
+    latency_ms: float | None,
+    predictor: str | None,
+    progress: bool,
+    name: str | None = None,
+    label: str | None = None,
 ) -> int:
     """Search, re-measure the winner against a latency budget of the run's own predictor (fallbacks when over),
     export, evaluate and print. A --predictor of another device predicts there: its budget is not checked by
@@ -193,7 +199,7 @@ def _search_and_report(
     from mosnas.pipeline import export_and_score, search_stage
     from mosnas.winner import describe_check, hold_budget
 
-    parts = [f"latency-{latency_ms:g}ms"] if latency_ms is not None else []
+    parts = [label or f"latency-{latency_ms:g}ms"] if latency_ms is not None else []  # every limit in the name
     parts += [f"{k}-{v:g}" for k, v in (("params", sc.max_params), ("flops", sc.max_flops)) if v]
     parts += [f"memory-{sc.max_memory_mb:g}MiB"] if sc.max_memory_mb else []
     name = name or "_".join(parts) + ("-" + Path(predictor).name if predictor else "")
@@ -207,14 +213,17 @@ def _search_and_report(
     rnd = f" (random search, same evaluations: {found['random']['fitness']:.4f})" if "random" in found else ""
     print(f"search fitness {evo['fitness']:.4f}{rnd}")
     print(
-        f"parameters {row['parameters']:,}  FLOPs {row['flops']:,}  peak memory {row['peak_memory_mb']:.1f} MiB  "
-        f"latency predicted {found['predicted_latency_ms']} ms, measured here {row['measured_latency_ms']:.2f} ms"
+        f"parameters {row['parameters']:,}  FLOPs {row['flops']:,}  peak memory {row['peak_memory_mb']:.1f} MiB"
+        + "  latency "
+        + (f"predicted {found['predicted_latency_ms']} ms, " if found["predicted_latency_ms"] else "")
+        + f"measured here {row['measured_latency_ms']:.2f} ms"
     )
     if check:
         print(describe_check(check))
     elif predictor:
         print(f"latency predicted by {predictor} (another device's): the budget is not checked by measuring here")
-    scores = [f"{k} {v:.2f}" for k, v in row.items() if k in ("bleu", "chrf", "score") and isinstance(v, float)]
+    metrics = dict(run.family.METRICS)
+    scores = [f"{metrics[k]} {v:.4g}" for k, v in row.items() if k in metrics and isinstance(v, (int, float))]
     print("  ".join(scores + [str(row.get("split", ""))]))
     print(f"exported to {export}")
     return 0

@@ -166,7 +166,7 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     names = budgets(cfg.search, None)
     latency_report, predictor = None, None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
-        stage(f"latency: measure {lc.num_samples} archs and the layer table, fit the predictor")
+        stage(f"latency: {lc.num_samples} archs and the layer table measured (unless done), the predictor fitted")
         latency_report = latency_stage(loaded, lc, progress)
         predictor = predictor_of(loaded)[0]
         names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))

@@ -12,18 +12,21 @@ from typing import Any
 from mosnas.errors import ConfigError
 
 
-def training_curve(log: list[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+def training_curve(
+    log: list[dict[str, Any]], path: str | Path, title: str, unit: str = "nats per target token"
+) -> Path | None:
     """Plot the training loss of every logged arch kind (largest, smallest, random: mean label-smoothed loss per
     target token, nats) and the validation NLL (nats per target token, no smoothing) against the step; None when
     the log holds no loss yet. No pyplot state (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     keys = {k for r in log for k in r}
     series = lambda prefix: {
         k[len(prefix) :]: [(r["step"], r[k]) for r in log if k in r] for k in sorted(keys) if k.startswith(prefix)
     }
-    train, valid = series("loss_"), series("valid_nll_")
+    train, valid = series("loss_"), series("valid_nll_") or series("valid_loss_")
     if not train and not valid:
         return None
     fig = Figure(figsize=(6.4, 4.2))
@@ -34,7 +37,8 @@ def training_curve(log: list[dict[str, Any]], path: str | Path, title: str) -> P
     for kind, points in sorted(valid.items()):
         ax.plot(*zip(*points), "o--", ms=4, lw=1.2, label=f"validation NLL, {kind}")
     ax.set_xlabel("training step (optimizer updates)")
-    ax.set_ylabel("nats per target token")
+    ax.set_ylabel(unit)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -106,7 +110,7 @@ def write_reports(run: Any, results: dict[str, Any]) -> None:
     if any("measured_latency_ms" in r for r in results["results"]):
         pareto_plot(results, run.dir.pareto, run.family)
     title = f"{run.cfg.name}: training ({run.cfg.supernet.generator})"
-    training_curve(read_log(run.dir.root), run.dir.curve, title)
+    training_curve(read_log(run.dir.root), run.dir.curve, title, getattr(run.family, "LOSS_UNIT", "loss"))
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -116,7 +116,11 @@ def markdown(section: str | None = None) -> str:
         "| key | type | default | valid values | meaning |",
         "|---|---|---|---|---|",
     ]
-    body = [f"| `{r['key']}` | {r['type']} | `{r['default']}` | {r['valid']} | {r['meaning']} |" for r in rows(section)]
+    cell = lambda text: text.replace("|", "\\|")  # a table cell: its own | escaped
+    body = [
+        f"| `{r['key']}` | {r['type']} | `{r['default']}` | {cell(r['valid'])} | {cell(r['meaning'])} |"
+        for r in rows(section)
+    ]
     return "\n".join(head + body) + "\n"
 
 

@@ -82,8 +82,18 @@ def _predictor_line(lp: dict[str, Any]) -> str:
     if noise.get("rel_std_pct") is not None:
         floor = f" Noise floor (one arch re-measured {noise['n']}x): {noise['rel_std_pct']:.1f}% std."
     chosen = f" Chosen: {lp['chosen']}." if "chosen" in lp else ""
-    head = f"Latency predictor ({lp['train_samples']} measured archs, {lp['heldout_samples']} held out)"
+    n, held = lp["train_samples"] + lp["heldout_samples"], lp["heldout_samples"]
+    head = f"Latency predictor ({n} measured archs: {lp['train_samples']} to fit, {held} held out to score)"
     return f"{head}: {errs}.{chosen}{floor}"
+
+
+def _front(points: list[tuple[float, float]], lower: bool) -> list[tuple[float, float]]:
+    """The points (latency, quality), sorted by latency, that no faster point beats in quality."""
+    front: list[tuple[float, float]] = []
+    for x, y in points:
+        if not front or (y < front[-1][1] if lower else y > front[-1][1]):
+            front.append((x, y))
+    return front
 
 
 def pareto_plot(results: dict[str, Any], path: str | Path, family: Family) -> Path:
@@ -97,15 +107,22 @@ def pareto_plot(results: dict[str, Any], path: str | Path, family: Family) -> Pa
     fig = Figure(figsize=(6, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    shown = [r for r in results["results"] if key in r and "measured_latency_ms" in r]
+    lower = getattr(family, "LOWER_IS_BETTER", False)  # e.g. a distillation loss
     for kind, (marker, color) in styles.items():
-        rows = [r for r in results["results"] if r["kind"] == kind and key in r and "measured_latency_ms" in r]
+        rows = [r for r in shown if r["kind"] == kind]
         if rows:
             points = [(r["measured_latency_ms"], r[key]) for r in rows]
             ax.scatter(*zip(*points), marker=marker, c=color, label=kind, zorder=3)
-            for r, xy in zip(rows, points):
-                ax.annotate(r["name"], xy, fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel(label)
+            for i, (r, xy) in enumerate(zip(rows, points)):  # labels alternate above and below their point
+                ax.annotate(r["name"], xy, fontsize=7, xytext=(4, 4 if i % 2 == 0 else -10), textcoords="offset points")
+    front = _front(sorted((r["measured_latency_ms"], r[key]) for r in shown), lower)
+    if len(front) > 1:
+        ax.step(*zip(*front), where="post", c="tab:red", lw=1, alpha=0.6, label="Pareto front", zorder=2)
+    for i, budget in enumerate(sorted({r["budget_ms"] for r in shown if r.get("budget_ms")})):
+        ax.axvline(budget, ls=":", c="tab:orange", lw=1, label="latency budget" if i == 0 else None)
+    ax.set_xlabel("measured latency (ms; HAT's protocol, see the summary)")
+    ax.set_ylabel(f"{label} ({'lower' if lower else 'higher'} is better)")
     ax.set_title(f"{results['name']} ({results['generator']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

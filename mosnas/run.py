@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,10 @@ def adopt_config(cfg: Config) -> None:
     """Continue a trained run with `cfg`: refused when it is another run; its stage settings become the run's."""
     lock_run(cfg.run_dir)
     _refuse_other_run(cfg, resume=True, force=False)
-    RunDir(cfg.run_dir).config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    run = RunDir(cfg.run_dir)
+    trained = config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {})
+    kept = replace(cfg, train=trained.train)  # no training now: the record keeps the budgets the run trained to
+    run.config.write_text(yaml.safe_dump(kept.to_dict(), sort_keys=False), encoding="utf-8")
 
 
 def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:

@@ -163,7 +163,8 @@ def convert(key: str, value: Any, typ: Any) -> Any:
                 raise ConfigError(f"{key}: expected text, got {value!r}; quote it in YAML ('...')")
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{key}: expected {typ.__name__}, got {_shown(value)}") from None
+        forms = {int: " (e.g. 30000, 30k, 0.5M)", float: " (e.g. 0.001, 1e-3, 2.5k)"}.get(typ, "")
+        raise ConfigError(f"{key}: expected {typ.__name__}{forms}, got {_shown(value)}") from None
     raise ConfigError(f"{key}: unsupported type {typ}")
 
 

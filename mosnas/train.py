@@ -222,9 +222,7 @@ class Trainer:
                         self.checkpoint()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, between two collectives
             path = self.checkpoint()
-            raise Interrupted(
-                f"interrupted at step {self.step}; checkpoint saved to {path}; continue with --resume"
-            ) from None
+            raise Interrupted(f"interrupted at step {self.step}; checkpoint saved to {path}") from None
         finally:
             bar.close()
         self._finish(stop_reason)
@@ -295,6 +293,4 @@ class Trainer:
             self.writer.close()
         self.ddp.barrier()
         if stop_reason not in (None, "max_minutes"):
-            raise Interrupted(
-                f"stopped by {stop_reason} at step {self.step}; checkpoint saved; continue with --resume", stop_reason
-            )
+            raise Interrupted(f"stopped by {stop_reason} at step {self.step}; checkpoint saved", stop_reason)

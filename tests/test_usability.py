@@ -76,6 +76,8 @@ def test_a_start_that_failed_before_training_does_not_block_the_corrected_comman
         (["train", str(TINY), "train.lrr=1e-3"], "did you mean train.lr?"),
         (["train", str(TINY), "supernet.generator=nueron"], "did you mean neuron?"),
         (["config", "sarch"], "did you mean search?"),
+        (["train", str(TINY), "--max-steps", "4"], "as a config setting: train.max_steps=VALUE"),
+        (["evaluate", "MODEL", "--bem", "3"], "did you mean --beam?"),  # this command's options, not another's
     ],
 )
 def test_typos_get_a_suggestion(argv, suggestion, capsys, tmp_path):
@@ -130,6 +132,7 @@ def test_the_config_reference_lists_every_key_with_its_default():
     assert keys["train.update_freq"]["meaning"].startswith("batches accumulated")
     page = markdown()
     assert page.count("\n| `") == len(keys)
+    assert (ROOT / "docs" / "config.md").read_text() == page, "docs/config.md is stale: mosnas config --markdown"
 
 
 def test_output_piped_into_head_ends_quietly():
@@ -185,3 +188,34 @@ def test_latency_budgets_are_easy_to_choose(tmp_path, capsys):
     assert main(["search", str(run), "--quiet"]) == 0  # no budget option: the config's (latency_fractions [0.5])
     assert "== search latency-frac0.5 (from the run's config)" in capsys.readouterr().out
     assert sorted(p.name for p in (run / "search").glob("*.json")) == ["latency-frac0.5.json"]  # the same folder
+
+
+def test_exports_by_hand_never_replace_another_arch(tmp_path, capsys):
+    assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet"]) == 0
+    run = tmp_path / "tiny"
+    import random
+
+    from mosnas.run import load_run
+
+    space = load_run(run).space
+    small = space.smallest().to_json()
+    other = next(a.to_json() for a in (space.sample(random.Random(i)) for i in range(50)) if a.to_json() != small)
+    assert main(["export", str(run), "--arch", small]) == 0
+    assert main(["export", str(run), "--arch", other]) == 0  # another arch: another folder
+    assert len(list((run / "export").glob("arch-*"))) == 2
+    assert main(["export", str(run), "--arch", small]) == 0  # the same arch again: its own folder, reused
+    assert len(list((run / "export").glob("arch-*"))) == 2
+    target = next((run / "export").glob("arch-*"))
+    capsys.readouterr()
+    assert main(["export", str(run), "--arch", "largest", "--out", str(target)]) == 2
+    assert "holds another arch's export" in capsys.readouterr().err
+
+
+def test_a_finished_run_keeps_the_budget_it_trained_to(tmp_path):
+    from mosnas.run import adopt_config
+
+    assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "train.max_steps=8", "--quiet"]) == 0
+    shorter = load_config(TINY, [f"out_dir={tmp_path}", f"data.dir={DATA}", "decode.beam=3"])  # max_steps 6
+    adopt_config(shorter)  # what `mosnas run` does on a trained run: the stage settings are adopted
+    saved = (tmp_path / "tiny" / "config.yaml").read_text()
+    assert "max_steps: 8" in saved and "beam: 3" in saved

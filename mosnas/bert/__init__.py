@@ -61,6 +61,8 @@ __all__ = [
 # The held-out distillation loss of the exported student against the teacher (lower is better, as the search's
 # fitness); GLUE scores are the glue stage's own results.
 METRICS = (("distill_loss", "distill loss"),)
+LOWER_IS_BETTER = True  # the metric is a loss (plots and reports say so)
+LOSS_UNIT = "distillation loss (relation KL per token, nats)"  # of the training curve
 COSTS = (("parameters", "params"), ("parameters_nonembedding", "params (non-emb.)"), ("flops", "FLOPs"))
 
 # -- the model -------------------------------------------------------------------------------------
@@ -183,6 +185,8 @@ def report_notes(rows: list[dict[str, Any]]) -> list[str]:
         "KL per token on bert.eval_text, whatever objective trained it; lower is better). "
         "Params count every parameter of the exported BertModel (embeddings and pooler included, as Hugging Face "
         "counts them); params (non-emb.) leave out the word, position and token-type tables and their LayerNorm. "
-        "FLOPs and latency: one sequence of latency.src_len tokens, batch 1 (see latency/report.json for the device).",
+        "FLOPs and latency: one sequence of latency.src_len tokens, batch 1, timed on this machine "
+        "(latency/timing.json names the device and precision). Memory: measured peak inference memory of the "
+        "exported model, MiB.",
         *(["", *glue_table(rows)] if glue_table(rows) else []),  # H1b: GLUE dev scores of the students
     ]

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
-from mosnas.errors import CheckpointError, ConfigError
+from mosnas.errors import CheckpointError, ConfigError, DataError
 from mosnas.memory import peak_memory
 from mosnas.mt.costs import costs
-from mosnas.mt.data import find_split, load_parallel, load_tokenizer
+from mosnas.mt.data import count_lines, find_split, load_parallel, load_tokenizer
 from mosnas.mt.decode import latency_workload, measure_latency
 from mosnas.mt.evaluate import evaluate_model, model_about
 from mosnas.mt.export import load_model
@@ -64,6 +64,7 @@ __all__ = [
 
 RUN_FILES = ("spm.model",)  # the run's subword model, trained by `prepare`
 METRICS = (("bleu", "BLEU"), ("chrf", "chrF"))  # sacreBLEU, detokenized; the first is plotted
+LOSS_UNIT = "nats per target token"  # training loss (label-smoothed) and validation NLL
 COSTS = (("parameters", "params"), ("parameters_hat", "params (HAT)"), ("flops", "FLOPs"))  # report columns
 
 # -- the model -------------------------------------------------------------------------------------
@@ -115,11 +116,15 @@ def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig)
 
 # -- data and training -----------------------------------------------------------------------------
 def check_inputs(cfg: Config) -> None:
-    """The corpus splits and a given subword model exist (checked before a run folder is made)."""
+    """Every split a run reads (train, valid and the one it scores) exists on both sides with as many lines, and
+    a given subword model exists: checked before a run folder is made, so nothing is trained for nothing."""
     require_dir(cfg.data.dir, "data directory", "data.dir")  # one line: where mosnas looked, how to point elsewhere
-    for split in (cfg.data.train, cfg.data.valid):
-        for lang in (cfg.data.src_lang, cfg.data.tgt_lang):
-            find_split(cfg.data.dir, split, lang)
+    for split in dict.fromkeys((cfg.data.train, cfg.data.valid, cfg.eval.split or cfg.data.test)):
+        src, tgt = (find_split(cfg.data.dir, split, lang) for lang in (cfg.data.src_lang, cfg.data.tgt_lang))
+        if count_lines(src) != count_lines(tgt):
+            raise DataError(
+                f"parallel files differ in length: {src} has {count_lines(src)} lines, {tgt} has {count_lines(tgt)}"
+            )
     if cfg.data.tokenizer and not Path(cfg.data.tokenizer).is_file():
         raise ConfigError(f"data.tokenizer: file not found: {cfg.data.tokenizer}")
 
