@@ -3,8 +3,8 @@ largest arch trained alone (dense) and for each weight generator, on the machine
 
 Every run trains the quick start's recipe (`configs/quickstart.yaml`, or --config) for --minutes of training
 time (the loop's own clock: updates only, no validation or checkpoint time) and checkpoints every --every
-updates; afterwards the newest checkpoint at or before each time mark is scored on test_2016_flickr (the first
---eval-limit sentences, beam of the config). With --together the runs train at the same time, each on
+updates; afterwards the newest checkpoint at or before each time mark is scored on test_2016_flickr (a seeded sample of
+--eval-limit sentences (a seeded sample), beam of the config). With --together the runs train at the same time, each on
 --threads threads (side by side: a ratio between them is fair; their absolute times are those of a shared
 machine), else one after another.
 
@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--every", type=int, default=25, help="updates between checkpoints")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--together", action="store_true", help="train the runs at the same time (side by side)")
-    p.add_argument("--eval-limit", type=int, default=500, help="test sentences scored at each mark")
+    p.add_argument("--eval-limit", type=int, default=500, help="test sentences scored at each mark (a seeded sample)")
     p.add_argument("--retrain", action="store_true")
     args = p.parse_args()
     walls = train_all(args)
@@ -110,7 +110,7 @@ def main() -> None:
         f"Config `{args.config}` ({env.train.sampling}, num_random {env.train.num_random}, lr {env.train.lr:g}, "
         f"warm-up {env.train.warmup}, {env.data.max_tokens} tokens per batch); {args.threads} thread(s) per run, "
         f"runs {'side by side at the same time' if args.together else 'one after another'}; training time is the "
-        f"loop's clock (updates only). BLEU/chrF: sacreBLEU on the first {args.eval_limit} sentences of "
+        f"loop's clock (updates only). BLEU/chrF: sacreBLEU on a seeded sample of {args.eval_limit} sentences of "
         f"test_2016_flickr, beam {env.decode.beam}; `dense` = the largest arch trained alone.",
         "",
         "| run | subnet | minutes | step | BLEU | chrF |",
