@@ -3,8 +3,8 @@ largest arch trained alone (dense) and for each weight generator, on the machine
 
 Every run trains the quick start's recipe (`configs/quickstart.yaml`, or --config) for --minutes of training
 time (the loop's own clock: updates only, no validation or checkpoint time) and checkpoints every --every
-updates; afterwards the newest checkpoint at or before each time mark is scored on test_2016_flickr (a seeded sample of
---eval-limit sentences (a seeded sample), beam of the config). With --together the runs train at the same time, each on
+updates; afterwards the newest checkpoint at or before each time mark is scored on a seeded sample of
+--eval-limit sentences of test_2016_flickr, beam of the config. With --together the runs train at the same time, each on
 --threads threads (side by side: a ratio between them is fair; their absolute times are those of a shared
 machine), else one after another.
 
