@@ -50,6 +50,13 @@ def _table(rows: list[dict[str, Any]], family: Family) -> list[str]:
 def summary_markdown(results: dict[str, Any], family: Family) -> str:
     rows = results["results"]
     lines = [f"# {results['name']}: generator `{results['generator']}`, {results['steps']} training steps", ""]
+    trained = (results.get("train_log_last") or {}).get("elapsed_s")
+    if trained:  # so a short demo is not mistaken for the method's ceiling
+        lines += [
+            f"Trained {results['steps']} updates in {trained / 60:.1f} minutes of training; quality keeps rising "
+            "with longer training (mosnas's benchmarks/results/ show longer runs, e.g. time_to_quality.md).",
+            "",
+        ]
     lp = results.get("latency_predictor")
     if lp:
         lines += [_predictor_line(lp), ""]
