@@ -136,10 +136,10 @@ def _search(args: argparse.Namespace) -> int:
         lo, hi = _span(run)
         args.latency_ms = math.ceil((lo + args.latency_fraction * (hi - lo)) * 100) / 100
         args.label = f"latency-frac{args.latency_fraction:g}"  # the pipeline's name: stable when the predictor is refit
-    if args.latency_ms is None and not (args.max_params or args.max_flops or args.max_memory_mb):
-        return _config_budgets(run, args)
     if args.predictor and args.latency_ms is None:
         raise ConfigError("--predictor is for a latency budget: give --latency-ms too")
+    if args.latency_ms is None and not (args.max_params or args.max_flops or args.max_memory_mb):
+        return _config_budgets(run, args)
     if args.latency_ms is not None and not args.predictor and not (run.dir.latency / "predictor.json").is_file():
         raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {args.run}` first")
     if args.predictor and not (Path(args.predictor) / "predictor.json").is_file():

@@ -102,7 +102,7 @@ def evaluate_model(
     provenance, see `model_about`).
     Raises DataError for a missing or malformed split, ConfigError for a refused tokenizer (before decoding)."""
     bleu_metric(data.tgt_lang, tokenize)  # a bad tokenizer fails now, not after decoding the whole split
-    files = [str(find_split(data.dir, split, lang).resolve()) for lang in (data.src_lang, data.tgt_lang)]
+    files = [os.path.abspath(find_split(data.dir, split, lang)) for lang in (data.src_lang, data.tgt_lang)]
     src, ref = read_parallel(data, split, limit)
     hyps = translate(
         model,
@@ -117,7 +117,7 @@ def evaluate_model(
     )
     result = {
         "split": split,
-        "data": str(Path(data.dir).resolve()),
+        "data": os.path.abspath(data.dir),  # as the config names it (a symlinked corpus stays as named)
         "pair": f"{data.src_lang}-{data.tgt_lang}",
         "source": files[0],
         "references": files[1],
