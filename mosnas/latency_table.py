@@ -23,6 +23,20 @@ from mosnas.space import Arch, Schema, Space
 Parts = Callable[[Arch], dict[str, list[str]]]  # the family's latency_parts: group -> table keys of an arch
 
 
+def part_key(kind: str, **dims: int) -> str:
+    """A table key: the layer kind and its dims, e.g. 'enc e=256 f=1024 h=4' (the families' one format)."""
+    return " ".join([kind] + [f"{k}={v}" for k, v in dims.items()])
+
+
+def parse_part_key(key: str, family: str) -> tuple[str, dict[str, int]]:
+    """(kind, dims) of a `part_key`; PredictorError (naming `family`) for anything else."""
+    kind, *rest = key.split()
+    try:
+        return kind, {k: int(v) for k, v in (x.split("=") for x in rest)}
+    except ValueError:
+        raise PredictorError(f"not a layer-shape key of the {family} family: {key!r}") from None
+
+
 class TablePredictor:
     """Latency (ms) = intercept + sum_g coef_g * sum(table[key] for key in parts(arch)[g]). Unfitted (or fit on
     no samples) it is the plain sum (coef 1, intercept 0)."""

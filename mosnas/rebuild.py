@@ -22,6 +22,8 @@ def training_curve(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
+    from mosnas.report import save_figure
+
     keys = {k for r in log for k in r}
     series = lambda prefix: {
         k[len(prefix) :]: [(r["step"], r[k]) for r in log if k in r] for k in sorted(keys) if k.startswith(prefix)
@@ -39,13 +41,7 @@ def training_curve(
     ax.set_xlabel("training step (optimizer updates)")
     ax.set_ylabel(unit)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, ax, title, path)
 
 
 def _read(path: Path) -> dict[str, Any]:

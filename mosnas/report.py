@@ -130,7 +130,12 @@ def pareto_plot(results: dict[str, Any], path: str | Path, family: Family) -> Pa
         ax.axvline(budget, ls=":", c="tab:orange", lw=1, label="latency budget" if i == 0 else None)
     ax.set_xlabel("measured latency (ms; HAT's protocol, see the summary)")
     ax.set_ylabel(f"{label} ({'lower' if lower else 'higher'} is better)")
-    ax.set_title(f"{results['name']} ({results['generator']})")
+    return save_figure(fig, ax, f"{results['name']} ({results['generator']})", path)
+
+
+def save_figure(fig: Any, ax: Any, title: str, path: str | Path) -> Path:
+    """Title, grid and legend on `ax`, then `fig` saved to `path` (PNG, 120 dpi): every plot of a run alike."""
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

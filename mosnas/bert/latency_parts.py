@@ -18,32 +18,21 @@ from mosnas.bert.costs import fixed_ids
 from mosnas.bert.model import BertDenseConfig, BertEncoder, BertLayer
 from mosnas.config import LatencyConfig, SupernetConfig
 from mosnas.errors import PredictorError
+from mosnas.latency_table import parse_part_key, part_key
 from mosnas.space import Space
-
-
-def _key(kind: str, **dims: int) -> str:
-    return " ".join([kind] + [f"{k}={v}" for k, v in dims.items()])
-
-
-def _parse(key: str) -> tuple[str, dict[str, int]]:
-    kind, *rest = key.split()
-    try:
-        return kind, {k: int(v) for k, v in (x.split("=") for x in rest)}
-    except ValueError:
-        raise PredictorError(f"not a layer-shape key of the BERT family: {key!r}") from None
 
 
 def latency_parts(arch: Any) -> dict[str, list[str]]:
     """The table keys `arch`'s latency sums, per group: one base, one per encoder layer (all layers alike)."""
-    layer = _key("layer", h=arch.hidden, a=arch.heads, f=arch.ffn)
-    return {"base": [_key("base", h=arch.hidden)], "encoder": [layer] * arch.layers}
+    layer = part_key("layer", h=arch.hidden, a=arch.heads, f=arch.ffn)
+    return {"base": [part_key("base", h=arch.hidden)], "encoder": [layer] * arch.layers}
 
 
 def space_parts(space: Space) -> list[str]:
     """Every key an arch of `space` can use (the table to measure)."""
     c = space.choices
-    keys = [_key("base", h=h) for h in c["hidden"]]
-    return keys + [_key("layer", h=h, a=a, f=f) for h, a, f in itertools.product(c["hidden"], c["heads"], c["ffn"])]
+    keys = [part_key("base", h=h) for h in c["hidden"]]
+    return keys + [part_key("layer", h=h, a=a, f=f) for h, a, f in itertools.product(c["hidden"], c["heads"], c["ffn"])]
 
 
 def part_workload(
@@ -57,7 +46,7 @@ def part_workload(
 ) -> Callable[[], None]:
     """The work of timing one layer shape alone (BERT's init: the time does not depend on the weights), on
     `device` in `dtype`, for one sequence (batch 1) of `lc.src_len` tokens."""
-    kind, v = _parse(key)
+    kind, v = parse_part_key(key, "BERT")
     if kind not in ("base", "layer") or "h" not in v:
         raise PredictorError(f"not a layer-shape key of the BERT family: {key!r}")
     cfg = BertDenseConfig(vocab_size, v["h"], 0, v.get("a", 1), v.get("f", 1), dropout=0.0, attention_dropout=0.0)

@@ -19,6 +19,7 @@ import torch
 
 from mosnas.config import LatencyConfig, SupernetConfig
 from mosnas.errors import PredictorError
+from mosnas.latency_table import parse_part_key, part_key
 from mosnas.mt.space import Arch
 from mosnas.mt.transformer import DecoderLayer, EncoderLayer, Transformer, TransformerConfig
 from mosnas.space import Space
@@ -26,38 +27,26 @@ from mosnas.space import Space
 GROUPS = ("base", "encoder", "decoder")
 
 
-def _key(kind: str, **dims: int) -> str:
-    return " ".join([kind] + [f"{k}={v}" for k, v in dims.items()])
-
-
-def _parse(key: str) -> tuple[str, dict[str, int]]:
-    kind, *rest = key.split()
-    try:
-        return kind, {k: int(v) for k, v in (x.split("=") for x in rest)}
-    except ValueError:
-        raise PredictorError(f"not a layer-shape key of the translation family: {key!r}") from None
-
-
 def latency_parts(arch: Arch) -> dict[str, list[str]]:
     """The table keys `arch`'s latency sums, per group (GROUPS): one base, one per encoder/decoder layer."""
     e, d = arch.encoder_embed_dim, arch.decoder_embed_dim
-    enc = [_key("enc", e=e, f=f, h=h) for f, h in zip(arch.encoder_ffn_dims, arch.encoder_heads)]
+    enc = [part_key("enc", e=e, f=f, h=h) for f, h in zip(arch.encoder_ffn_dims, arch.encoder_heads)]
     layers = zip(arch.decoder_ffn_dims, arch.decoder_self_heads, arch.decoder_cross_heads, arch.decoder_spans)
-    dec = [_key("dec", d=d, e=e, f=f, hs=hs, hc=hc, k=k) for f, hs, hc, k in layers]
-    return {"base": [_key("base", e=e, d=d)], "encoder": enc, "decoder": dec}
+    dec = [part_key("dec", d=d, e=e, f=f, hs=hs, hc=hc, k=k) for f, hs, hc, k in layers]
+    return {"base": [part_key("base", e=e, d=d)], "encoder": enc, "decoder": dec}
 
 
 def space_parts(space: Space) -> list[str]:
     """Every key an arch of `space` can use (the table to measure)."""
     c = space.choices
-    keys = [_key("base", e=e, d=d) for e, d in itertools.product(c["encoder_embed_dim"], c["decoder_embed_dim"])]
+    keys = [part_key("base", e=e, d=d) for e, d in itertools.product(c["encoder_embed_dim"], c["decoder_embed_dim"])]
     keys += [
-        _key("enc", e=e, f=f, h=h)
+        part_key("enc", e=e, f=f, h=h)
         for e, f, h in itertools.product(c["encoder_embed_dim"], c["encoder_ffn_dim"], c["encoder_heads"])
     ]
     dims = (c["decoder_embed_dim"], c["encoder_embed_dim"], c["decoder_ffn_dim"], c["decoder_self_heads"])
     dims += (c["decoder_cross_heads"], c["decoder_span"])
-    keys += [_key("dec", d=d, e=e, f=f, hs=hs, hc=hc, k=k) for d, e, f, hs, hc, k in itertools.product(*dims)]
+    keys += [part_key("dec", d=d, e=e, f=f, hs=hs, hc=hc, k=k) for d, e, f, hs, hc, k in itertools.product(*dims)]
     return keys
 
 
@@ -72,7 +61,7 @@ def part_workload(
 ) -> Callable[[], None]:
     """The work of timing one layer shape alone (randomly initialized: the time does not depend on the
     weights), on `device` in `dtype`, with the protocol's `src_len`, `tgt_len` and `beam` of `lc`."""
-    kind, v = _parse(key)
+    kind, v = parse_part_key(key, "translation")
     cfg = _config(v.get("e", 0), v.get("d", 0), space, vocab_size, sn)
     s, t, beam, q = lc.src_len, lc.tgt_len, lc.beam, space.qkv_dim
     new = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)
