@@ -15,6 +15,7 @@ Writes benchmarks/results/time_to_quality.{md,json}; the runs stay in benchmarks
 from __future__ import annotations
 
 import argparse
+import random
 import subprocess
 import sys
 import time
@@ -27,26 +28,37 @@ from mosnas.checkpoint import list_checkpoints, read_checkpoint  # noqa: E402
 from mosnas.config import DecodeConfig  # noqa: E402
 from mosnas.mt.evaluate import evaluate_model  # noqa: E402
 from mosnas.run import load_model_state, load_run  # noqa: E402
+from mosnas.space import arch_to_dict  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "ttq"
 
 
-def _command(config: str, run: str, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "mosnas", "train", config, f"name=ttq-{run}", f"out_dir={WORK}"]
+def parse_run(spec: str) -> tuple[str, str, list[str]]:
+    """`neuron` or `LABEL:GENERATOR[:key=value,key=value]` -> (label, generator or dense, overrides)."""
+    parts = spec.split(":")
+    if len(parts) == 1:
+        return spec, spec, []
+    return parts[0], parts[1], [o for o in ":".join(parts[2:]).split(",") if o]
+
+
+def _command(config: str, spec: str, args: argparse.Namespace) -> list[str]:
+    label, generator, overrides = parse_run(spec)
+    cmd = [sys.executable, "-m", "mosnas", "train", config, f"name=ttq-{label}", f"out_dir={WORK}"]
     cmd += [f"train.max_minutes={args.minutes}", f"train.threads={args.threads}", "train.max_steps=100000"]
     cmd += [f"train.ckpt_every={args.every}", "train.keep_last=100000", "train.valid_every=100000", "--quiet"]
-    if run == "dense":  # the largest arch alone: a shared supernet that only ever trains its largest arch
-        return cmd + ["supernet.generator=shared", "train.sampling=fixed", "train.fixed_arch=largest"]
-    return cmd + [f"supernet.generator={run}"]
+    if generator == "dense":  # the largest arch alone: a shared supernet that only ever trains its largest arch
+        return cmd + ["supernet.generator=shared", "train.sampling=fixed", "train.fixed_arch=largest"] + overrides
+    return cmd + [f"supernet.generator={generator}"] + overrides
 
 
 def train_all(args: argparse.Namespace) -> dict[str, float]:
     """Train every run (skipping finished ones); returns the wall seconds each took."""
     procs, walls = {}, {}
-    for run in args.runs:
+    for spec in args.runs:
+        run = parse_run(spec)[0]
         if list_checkpoints(WORK / f"ttq-{run}") and not args.retrain:
             continue
-        cmd = _command(args.config, run, args) + (["--force"] if args.retrain else [])
+        cmd = _command(args.config, spec, args) + (["--force"] if args.retrain else [])
         print(" ".join(cmd[1:]), flush=True)
         procs[run] = (subprocess.Popen(cmd, cwd=ROOT), time.perf_counter())
         if not args.together:
@@ -58,9 +70,20 @@ def train_all(args: argparse.Namespace) -> dict[str, float]:
     return walls
 
 
-def score(run: str, args: argparse.Namespace) -> list[dict]:
-    """BLEU/chrF of the largest (and, for a supernet, the smallest) arch at each time mark."""
+def subnets(space, count: int) -> list[tuple[str, object]]:
+    """The largest, the smallest and `count` seeded random archs (the same for every run of a space)."""
+    rng = random.Random(12345)
+    return [("largest", space.largest()), ("smallest", space.smallest())] + [
+        (f"random{i + 1}", space.sample(rng)) for i in range(count)
+    ]
+
+
+def score(spec: str, args: argparse.Namespace) -> list[dict]:
+    """BLEU/chrF of the largest (and, for a supernet, the smallest and --random seeded random archs) at each
+    time mark."""
+    run, generator, _ = parse_run(spec)
     loaded = load_run(WORK / f"ttq-{run}")
+    archs = subnets(loaded.space, args.random)[: 1 if generator == "dense" else None]
     ckpts = [(read_checkpoint(p)[0]["elapsed"], p) for p in list_checkpoints(loaded.run_dir)]  # (seconds, path)
     decode = DecodeConfig(beam=loaded.cfg.decode.beam, batch_size=64)
     rows = []
@@ -72,11 +95,13 @@ def score(run: str, args: argparse.Namespace) -> list[dict]:
         meta, sd, _ = read_checkpoint(at[-1])
         path = at[-1]
         load_model_state(loaded.net, sd, meta, loaded.space, path)
-        for name in ("largest",) if run == "dense" else ("largest", "smallest"):
-            model = loaded.net.export(loaded.space.parse_arch(name))
+        for name, arch in archs:
+            model = loaded.net.export(arch)
             r = evaluate_model(model, loaded.tokenizer, loaded.cfg.data, "test_2016_flickr", decode, args.eval_limit,
                                progress=False)  # fmt: skip
-            rows.append({"run": run, "subnet": name, "mark_min": mark, "step": meta["step"],
+            params_m = round(sum(t.numel() for t in model.parameters()) / 1e6, 2)
+            rows.append({"run": run, "subnet": name, "arch": arch_to_dict(arch), "params_m": params_m,
+                         "mark_min": mark, "step": meta["step"],
                          "train_s": round(meta["elapsed"], 1), "bleu": r["bleu"], "chrf": r["chrf"],
                          "sentences": r["sentences"], "precision": meta.get("precision")})  # fmt: skip
             print(f"{run:7s} {name:8s} {mark:>5g} min  step {meta['step']:5d}  BLEU {r['bleu']:6.2f}", flush=True)
@@ -84,14 +109,38 @@ def score(run: str, args: argparse.Namespace) -> list[dict]:
 
 
 def _line(r: dict) -> str:
-    cells = [r["run"], r["subnet"], f"{r['train_s'] / 60:.1f}", str(r["step"]), f"{r['bleu']:.2f}", f"{r['chrf']:.2f}"]
+    cells = [r["run"], r["subnet"], f"{r['params_m']:.2f}", f"{r['train_s'] / 60:.1f}", str(r["step"]),
+             f"{r['bleu']:.2f}", f"{r['chrf']:.2f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
+
+
+def between(rows: list[dict]) -> list[str]:
+    """Per supernet run at its last mark: the random archs' mean BLEU and how many score between the smallest
+    and the largest arch (what a search's winners need)."""
+    lines = []
+    for run in dict.fromkeys(r["run"] for r in rows):
+        last = max(r["mark_min"] for r in rows if r["run"] == run)
+        at = {r["subnet"]: r["bleu"] for r in rows if r["run"] == run and r["mark_min"] == last}
+        rand = [b for k, b in at.items() if k.startswith("random")]
+        if "smallest" not in at or not rand:
+            continue
+        lo, hi = at["smallest"], at["largest"]
+        inside = sum(lo <= b <= hi for b in rand)
+        lines.append(f"- {run} at {last:g} min: random archs mean BLEU {sum(rand) / len(rand):.2f} "
+                     f"(smallest {lo:.2f}, largest {hi:.2f}); {inside} of {len(rand)} between the two")  # fmt: skip
+    return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/quickstart.yaml")
-    p.add_argument("--runs", nargs="+", default=["dense", "neuron"], help="dense and/or shared, layer, neuron")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=["dense", "neuron"],
+        help="dense, shared, layer, neuron, or LABEL:GENERATOR:key=value,... (config overrides)",
+    )
+    p.add_argument("--random", type=int, default=0, help="also score N seeded random archs of each supernet")
     p.add_argument("--minutes", type=float, default=8.0, help="training time of each run (the loop's clock)")
     p.add_argument("--marks", type=float, nargs="+", default=[2, 4, 8], help="time marks scored (minutes)")
     p.add_argument("--every", type=int, default=25, help="updates between checkpoints")
@@ -99,11 +148,12 @@ def main() -> None:
     p.add_argument("--together", action="store_true", help="train the runs at the same time (side by side)")
     p.add_argument("--eval-limit", type=int, default=500, help="test sentences scored at each mark (a seeded sample)")
     p.add_argument("--retrain", action="store_true")
+    p.add_argument("--out", default="time_to_quality", help="results name: benchmarks/results/OUT.{md,json}")
     args = p.parse_args()
     walls = train_all(args)
-    rows = [r for run in args.runs for r in score(run, args)]
+    rows = [r for spec in args.runs for r in score(spec, args)]
     meta = {**machine(), **{k: v for k, v in vars(args).items()}, "wall_s": walls}
-    env = load_run(WORK / f"ttq-{next((r for r in args.runs if r != 'dense'), args.runs[0])}").cfg
+    env = load_run(WORK / f"ttq-{parse_run(next((r for r in args.runs if r != 'dense'), args.runs[0]))[0]}").cfg
     md = [
         "# Time to quality: BLEU against training time (quick start recipe)",
         "",
@@ -113,11 +163,16 @@ def main() -> None:
         f"loop's clock (updates only). BLEU/chrF: sacreBLEU on a seeded sample of {args.eval_limit} sentences of "
         f"test_2016_flickr, beam {env.decode.beam}; `dense` = the largest arch trained alone.",
         "",
-        "| run | subnet | minutes | step | BLEU | chrF |",
-        "|---|---|---:|---:|---:|---:|",
+        "Runs (label:generator:overrides): " + ", ".join(f"`{r}`" for r in args.runs) + "; random archs: a seeded "
+        "sample of the space, the same for every run.",
+        "",
+        "| run | subnet | params (M) | minutes | step | BLEU | chrF |",
+        "|---|---|---:|---:|---:|---:|---:|",
         *(_line(r) for r in rows),
+        "",
+        *between(rows),
     ]
-    write("time_to_quality", meta, rows, md)
+    write(args.out, meta, rows, md)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class TrainConfig:
     max_minutes: float = num(0.0, ge=0)  # wall budget; 0: none
     sampling: str = one_of("sandwich", SAMPLINGS)  # sandwich (largest + smallest + n random) | uniform (HAT) | fixed
     num_random: int = num(1, ge=0)  # random archs per step beside largest and smallest
+    random_every: int = num(1, gt=0)  # the random archs join every k-th step only (1: every step, the paper)
     fixed_arch: str = "largest"  # with sampling=fixed: largest | smallest | path to an arch JSON
     distill: float = num(0.0, ge=0, le=1)  # weight of in-place distillation from the largest arch (0: off)
     lr: float = num(1e-3, gt=0)  # peak learning rate (after warm-up)

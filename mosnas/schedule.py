@@ -10,13 +10,24 @@ from mosnas.space import Arch, Space
 
 
 def step_archs(
-    space: Space, sampling: str, num_random: int, seed: int, step: int, fixed: Arch | None = None
+    space: Space,
+    sampling: str,
+    num_random: int,
+    seed: int,
+    step: int,
+    fixed: Arch | None = None,
+    random_every: int = 1,
 ) -> list[tuple[str, Arch]]:
-    """The archs trained at `step`; seeded by the step alone, so every rank and a resumed run agree."""
+    """The archs trained at `step`; seeded by the step alone, so every rank and a resumed run agree.
+
+    Sandwich rule (BigNAS / the MoS paper, Sec. 3): the largest, the smallest and `num_random` random archs
+    per step; with `random_every` k > 1 the random archs join only every k-th step (steps 0, k, 2k, ...),
+    a cheaper sandwich (1 + 0.5/k of the largest-plus-smallest cost for one random arch)."""
     rng = random.Random(seed * 1_000_003 + step)
     if sampling == "sandwich":
+        extra = num_random if step % random_every == 0 else 0
         return [("largest", space.largest()), ("smallest", space.smallest())] + [
-            ("random", space.sample(rng)) for _ in range(num_random)
+            ("random", space.sample(rng)) for _ in range(extra)
         ]
     if sampling == "uniform":
         return [("random", space.sample(rng))]

@@ -237,7 +237,7 @@ class Trainer:
         tokens = ddp.sum(torch.tensor(float(sum(task.count(b) for b in micro)), device=ddp.device))
         # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
         torch.manual_seed(tc.seed * 1_000_003 + self.step * 1009 + ddp.rank)
-        archs = step_archs(self.space, tc.sampling, tc.num_random, tc.seed, self.step, self.fixed)
+        archs = step_archs(self.space, tc.sampling, tc.num_random, tc.seed, self.step, self.fixed, tc.random_every)
         per_batch = [task.step(self.net, b, archs, tokens) for b in micro]
         # each batch's loss is already divided by the global token count: the sum is the step's loss
         losses = {k: torch.stack([p[k] for p in per_batch]).sum() for k in per_batch[0]}

@@ -23,6 +23,13 @@ def test_sandwich_samples_largest_smallest_and_random(space):
     assert [k for k, _ in step_archs(space, "uniform", 1, 1, 5)] == ["random"]
 
 
+def test_sandwich_random_every_k_steps(space):
+    kinds = [[k for k, _ in step_archs(space, "sandwich", 1, 1, step, random_every=3)] for step in range(6)]
+    assert kinds == [["largest", "smallest", "random"]] + [["largest", "smallest"]] * 2 + kinds[:3]
+    # the random arch of a step that has one is the same as with random_every=1: one seeded draw per step
+    assert step_archs(space, "sandwich", 1, 1, 3, random_every=3) == step_archs(space, "sandwich", 1, 1, 3)
+
+
 @pytest.mark.parametrize("generator", ["shared", "layer", "neuron"])
 def test_training_lowers_the_loss(tiny_cfg, generator):
     cfg = tiny_cfg(
