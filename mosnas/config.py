@@ -25,7 +25,8 @@ from mosnas.settings import (
     read_yaml,
 )
 
-GENERATORS = ("shared", "layer", "neuron")
+GENERATORS = ("shared", "layer", "neuron", "kshot")
+ROUTER_INPUTS = ("arch", "constant")
 EXPERT_INITS = ("copy", "independent", "pretrained-first")
 SAMPLINGS = ("sandwich", "uniform", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -55,12 +56,14 @@ class DataConfig:
 @dataclass(frozen=True)
 class SupernetConfig:
     space: str = "configs/spaces/multi30k.yaml"  # search space YAML (see configs/spaces)
-    generator: str = one_of("neuron", GENERATORS)  # shared (HAT) | layer (layer-wise MoS) | neuron (neuron-wise MoS)
-    num_experts: int = num(2, gt=0)  # m: expert matrices per MoS layer
+    # shared (HAT) | layer / neuron (layer-/neuron-wise MoS) | kshot (K-shot NAS: K whole supernets, one simplex)
+    generator: str = one_of("neuron", GENERATORS)
+    num_experts: int = num(2, gt=0)  # m: expert matrices per MoS layer (kshot: K supernet copies); 1: plain sharing
     router_hidden: int = num(128, gt=0)  # hidden units of each router MLP (arch embedding -> mixing)
+    router_input: str = one_of("arch", ROUTER_INPUTS)  # arch | constant: routers see ones, not the arch (a control)
     expert_init: str = one_of("independent", EXPERT_INITS)  # copy | independent | pretrained-first
     pretrained: str = ""  # safetensors of a dense model (export) for copy / pretrained-first
-    mos_attention: bool = False  # also mix the attention projections (default: FFN only, as the paper)
+    mos_attention: bool = False  # also mix the attention projections (default: FFN only, as the paper; kshot: all)
     prenorm: bool = True  # LayerNorm before each block (True) or after
     dropout: float = num(0.1, ge=0, lt=1)  # dropout after attention and FFN blocks
     attention_dropout: float = num(0.0, ge=0, lt=1)  # dropout on attention probabilities
@@ -98,6 +101,8 @@ class TrainConfig:
     tensorboard: bool = False  # also log to RUN/tensorboard
     # with sampling=fixed: also BLEU on a seeded sample of N validation sentences at each validation
     valid_bleu: int = num(0, ge=0)
+    # every N-th update: cosines between its archs' gradients to train_log (costs a grad copy per arch); 0: off
+    grad_conflict_every: int = num(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -227,6 +232,8 @@ class Config:
                 "supernet.expert_init=independent would redraw every expert and discard supernet.pretrained; "
                 "use supernet.expert_init=copy or pretrained-first"
             )
+        if self.train.grad_conflict_every and self.train.sampling != "sandwich":
+            raise ConfigError("train.grad_conflict_every compares a step's archs: it needs train.sampling=sandwich")
         if self.family == "bert" and self.bert.init != "random" and sn.pretrained:
             raise ConfigError(f"bert.init={self.bert.init} loads the teacher: drop supernet.pretrained")
         if self.search.parents > self.search.population:

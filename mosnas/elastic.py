@@ -11,6 +11,14 @@ produces each dense tensor of that architecture's size:
   neuron-major, so that neuron i owns logits `[i*m, (i+1)*m)`; slicing the first `m * out`
   logits for a narrower layer keeps every remaining neuron's own logits (an expert-major
   layout would silently hand neuron i another neuron's logits). `W[i] = sum_k beta[i,k] E_k[i, :in]`.
+- kshot (K-shot NAS, Su et al., ICML 2021): `K = m` copies of the whole supernet, every tensor (embeddings
+  and LayerNorms too), mixed by ONE arch-conditioned simplex `lambda = softmax(R(a))` (K,) that all layers
+  share: `W = sum_k lambda_k W_k[:out, :in]` for every tensor. It is layer-wise MoS with one "layer" that holds
+  every tensor (the family's `groups` are not used).
+
+With `router_input="constant"` every router sees the all-ones vector (the largest arch's embedding, as features
+are divided by their max) instead of the arch's: the mixture is learned but cannot depend on the arch (the
+control for "is it the arch conditioning that helps?").
 
 Routing is dense and depends only on the arch embedding `a`, so for a fixed arch the mixture is a
 constant and collapses into one dense matrix (see `Supernet.export`). Which tensors MoS mixes, and which
@@ -29,6 +37,10 @@ from mosnas.errors import ConfigError
 def top_left(t: Tensor, shape: tuple[int, ...], lead: int = 0) -> Tensor:
     """The top-left `shape` slice of `t`, keeping its first `lead` dims whole."""
     return t[(slice(None),) * lead + tuple(slice(0, s) for s in shape)]
+
+
+GENERATORS = ("shared", "layer", "neuron", "kshot")
+KSHOT = "kshot"  # the k-shot generator's one router and group: every tensor belongs to it
 
 
 def _key(name: str) -> str:  # module and parameter names may not contain '.'
@@ -61,7 +73,8 @@ class WeightGenerator(nn.Module):
 
     `groups` maps each tensor that MoS mixes to its (layer, linear): a layer-wise router serves a layer, a
     neuron-wise one a linear (weight and bias). A MoS generator whose groups name no tensor of `max_shapes`
-    is an error: it would silently be plain weight sharing."""
+    is an error: it would silently be plain weight sharing. `kshot` mixes every tensor in one group (one router).
+    Raises ValueError for an unknown `generator` or `router_input` ('arch' | 'constant')."""
 
     def __init__(
         self,
@@ -71,17 +84,23 @@ class WeightGenerator(nn.Module):
         router_hidden: int,
         embed_dim: int,
         groups: dict[str, tuple[str, str]],
+        router_input: str = "arch",
     ):
         super().__init__()
-        if generator not in ("shared", "layer", "neuron"):
+        if generator not in GENERATORS:
             raise ValueError(f"unknown generator {generator!r}")
+        if router_input not in ("arch", "constant"):
+            raise ValueError(f"unknown router_input {router_input!r}")
+        if generator == "kshot":  # K copies of the whole supernet under one simplex
+            groups = {n: (KSHOT, n) for n in max_shapes}
         self.groups = {n: g for n, g in groups.items() if n in max_shapes} if generator != "shared" else {}
         if generator != "shared" and not self.groups:
             raise ConfigError(
                 f"supernet.generator={generator} mixes no tensor: the model family names none of this model's "
                 "tensors to mix (use generator=shared for plain weight sharing)"
             )
-        self.generator, self.num_experts = generator, num_experts
+        self.generator, self.num_experts, self.router_input = generator, num_experts, router_input
+        self.per_layer = generator in ("layer", "kshot")  # one (m,) mixture per group (layer-wise / k-shot)
         self.max_shapes = dict(max_shapes)
         self.shared = nn.ParameterDict()
         self.experts = nn.ParameterDict()  # (m, *max_shape) each
@@ -93,7 +112,7 @@ class WeightGenerator(nn.Module):
                 continue
             self.experts[_key(name)] = nn.Parameter(torch.zeros(num_experts, *shape))
             layer, linear = group
-            if generator == "layer" and _key(layer) not in self.routers:
+            if self.per_layer and _key(layer) not in self.routers:
                 self.routers[_key(layer)] = Router(embed_dim, router_hidden, num_experts)
             if generator == "neuron" and _key(linear) not in self.routers:
                 out_max = max_shapes[f"{linear}.weight"][0]
@@ -119,13 +138,16 @@ class WeightGenerator(nn.Module):
                 raise KeyError(name)
 
     def mixing(self, a: Tensor, name: str, out: int | None = None) -> Tensor:
-        """Mixing coefficients (fp32) of tensor `name` for arch embedding `a` (embed_dim,): (m,) layer-wise,
-        or (out, m) neuron-wise for the first `out` neurons (default: all); rows sum to 1."""
+        """Mixing coefficients (fp32) of tensor `name` for arch embedding `a` (embed_dim,): (m,) layer-wise and
+        k-shot, or (out, m) neuron-wise for the first `out` neurons (default: all); rows sum to 1. With
+        router_input='constant' the router sees ones (embed_dim,) instead of `a`."""
         layer, linear = self.groups[name]
         m = self.num_experts
+        if self.router_input == "constant":  # the control: a router that cannot tell archs apart
+            a = torch.ones_like(a)
         # Routing runs in fp32 even under autocast, so training mixes with the coefficients export uses.
         with torch.autocast(a.device.type, enabled=False):
-            if self.generator == "layer":
+            if self.per_layer:
                 return self.routers[_key(layer)](a.float()).softmax(-1)
             logits = self.routers[_key(linear)](a.float())
             out = out if out is not None else self.max_shapes[f"{linear}.weight"][0]
@@ -144,7 +166,7 @@ class WeightGenerator(nn.Module):
                 continue
             experts = top_left(self.experts[key], shape, lead=1)  # (m, out, [in])
             layer, linear = self.groups[src]
-            if self.generator == "layer":
+            if self.per_layer:
                 if layer not in cache:
                     cache[layer] = self.mixing(a, src)
                 coef = cache[layer].view(-1, *([1] * len(shape)))  # (m, 1, [1])

@@ -1,5 +1,5 @@
-"""The supernet: max-size tensors in a weight generator (shared / layer-MoS / neuron-MoS), run for any arch
-through the model family's own dense model with the arch's generated weights."""
+"""The supernet: max-size tensors in a weight generator (shared / layer-MoS / neuron-MoS / k-shot), run for any
+arch through the model family's own dense model with the arch's generated weights."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 class Supernet(nn.Module):
-    """Every arch of `space` at once; weights come from a shared / layer-MoS / neuron-MoS generator."""
+    """Every arch of `space` at once; weights come from a shared / layer-MoS / neuron-MoS / k-shot generator."""
 
     def __init__(self, space: Space, vocab_size: int, cfg: SupernetConfig, family: DenseFamily):
         super().__init__()
@@ -58,6 +58,7 @@ class Supernet(nn.Module):
             cfg.router_hidden,
             space.embed_dim,
             {n: g for n, g in groups.items() if g is not None},
+            cfg.router_input,
         )
         self._init_weights(init, max_model)
 
@@ -84,11 +85,14 @@ class Supernet(nn.Module):
             # A near-uniform mixture of m independent draws has 1/sqrt(m) of one draw's std; drawing
             # independent experts sqrt(m) wider gives the generated weights the dense init's scale, as
             # with `shared` and `copy`. (pretrained-first keeps standard draws beside its pretrained expert.)
+            # Only draws are widened: a tensor two draws agree on (LayerNorm's ones, zero biases, which k-shot
+            # mixes too) is a constant, and a mixture of equal constants is that constant already.
             scale = gen.num_experts**0.5 if cfg.expert_init == "independent" else 1.0
+            first_draw = {n: t.clone() for n, t in init.items() if gen.is_mixed(n)}  # `init` aliases max_model
             for k in range(first, gen.num_experts):
                 max_model.reset_parameters()  # a fresh draw for each expert
-                fresh = {n: p.detach() * scale for n, p in max_model.named_parameters() if gen.is_mixed(n)}
-                gen.load_dense(fresh, experts=k)
+                fresh = {n: p.detach() for n, p in max_model.named_parameters() if n in first_draw}
+                gen.load_dense({n: t if torch.equal(t, first_draw[n]) else t * scale for n, t in fresh.items()}, k)
 
     def dense_config(self, arch: Arch) -> Hashable:
         return self.family.dense_config(arch, self.space, self.vocab_size, self.cfg)
