@@ -26,6 +26,7 @@ from mosnas.config import Config
 from mosnas.distributed import Distributed, StopSignals, sum_gradients
 from mosnas.errors import Interrupted, TrainingError
 from mosnas.family import Task, family_of
+from mosnas.grad_conflict import ArchGradients, due
 from mosnas.hardware import Precision, resolve_precision
 from mosnas.run import (
     RunDir,
@@ -238,7 +239,9 @@ class Trainer:
         # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
         torch.manual_seed(tc.seed * 1_000_003 + self.step * 1009 + ddp.rank)
         archs = step_archs(self.space, tc.sampling, tc.num_random, tc.seed, self.step, self.fixed, tc.random_every)
-        per_batch = [task.step(self.net, b, archs, tokens) for b in micro]
+        # every grad_conflict_every-th update: each arch's own gradient too (hooks that leave .grad as it is)
+        with ArchGradients(self.net, archs, ddp.main and due(tc.grad_conflict_every, self.step)) as grads:
+            per_batch = [task.step(self.net, b, archs, tokens) for b in micro]
         # each batch's loss is already divided by the global token count: the sum is the step's loss
         losses = {k: torch.stack([p[k] for p in per_batch]).sum() for k in per_batch[0]}
         sum_gradients(self.params, ddp)
@@ -249,14 +252,15 @@ class Trainer:
                 f"non-finite loss at step {self.step + 1} ({', '.join(bad)} arch); stopped without "
                 "updating, the last checkpoint is kept (lower train.lr or use train.precision=fp32)"
             )
-        max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tc.clip_norm if tc.clip_norm > 0 else float("inf"))
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         dt = time.perf_counter() - t0
         self.elapsed += dt
+        if conflict := grads.record(self.step):  # not timed, as validation; the step counts from 1
+            self.log(conflict)
         self.window_time, self.window_tokens = self.window_time + dt, self.window_tokens + int(tokens)
         self.window_steps += 1
         for kind, v in zip(losses, values.tolist()):
