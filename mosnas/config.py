@@ -28,7 +28,7 @@ from mosnas.settings import (
 GENERATORS = ("shared", "layer", "neuron", "kshot")
 ROUTER_INPUTS = ("arch", "constant")
 EXPERT_INITS = ("copy", "independent", "pretrained-first")
-SAMPLINGS = ("sandwich", "uniform", "fixed")
+SAMPLINGS = ("sandwich", "alternate", "uniform", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("inverse_sqrt", "cosine")
 FAMILIES = ("mt", "bert")  # model families (mosnas.family.FAMILIES holds their packages)
@@ -76,7 +76,7 @@ class TrainConfig:
     seed: int = num(1, **SEED)  # seeds data order, archs and init
     max_steps: int = num(2000, gt=0)  # optimizer updates
     max_minutes: float = num(0.0, ge=0)  # wall budget; 0: none
-    sampling: str = one_of("sandwich", SAMPLINGS)  # sandwich (largest + smallest + n random) | uniform (HAT) | fixed
+    sampling: str = one_of("sandwich", SAMPLINGS)  # sandwich (largest + smallest + n random) | alternate | uniform (HAT) | fixed
     num_random: int = num(1, ge=0)  # random archs per step beside largest and smallest
     random_every: int = num(1, gt=0)  # the random archs join every k-th step only (1: every step, the paper)
     fixed_arch: str = "largest"  # with sampling=fixed: largest | smallest | path to an arch JSON

@@ -22,12 +22,18 @@ def step_archs(
 
     Sandwich rule (BigNAS / the MoS paper, Sec. 3): the largest, the smallest and `num_random` random archs
     per step; with `random_every` k > 1 the random archs join only every k-th step (steps 0, k, 2k, ...),
-    a cheaper sandwich (1 + 0.5/k of the largest-plus-smallest cost for one random arch)."""
+    a cheaper sandwich (1 + 0.5/k of the largest-plus-smallest cost for one random arch). `alternate`: the
+    largest every step, beside the smallest on even steps and one random arch on odd ones (the cost of a
+    two-arch step; the smallest gets half the updates and the archs between get the other half)."""
     rng = random.Random(seed * 1_000_003 + step)
     if sampling == "sandwich":
         extra = num_random if step % random_every == 0 else 0
         return [("largest", space.largest()), ("smallest", space.smallest())] + [
             ("random", space.sample(rng)) for _ in range(extra)
+        ]
+    if sampling == "alternate":
+        return [("largest", space.largest())] + [
+            ("smallest", space.smallest()) if step % 2 == 0 else ("random", space.sample(rng))
         ]
     if sampling == "uniform":
         return [("random", space.sample(rng))]

@@ -23,6 +23,12 @@ def test_sandwich_samples_largest_smallest_and_random(space):
     assert [k for k, _ in step_archs(space, "uniform", 1, 1, 5)] == ["random"]
 
 
+def test_alternate_sampling_gives_smallest_and_random_turns(space):
+    kinds = [[k for k, _ in step_archs(space, "alternate", 0, 1, step)] for step in range(4)]
+    assert kinds == [["largest", "smallest"], ["largest", "random"]] * 2
+    assert step_archs(space, "alternate", 0, 1, 3) == step_archs(space, "alternate", 0, 1, 3)
+
+
 def test_sandwich_random_every_k_steps(space):
     kinds = [[k for k, _ in step_archs(space, "sandwich", 1, 1, step, random_every=3)] for step in range(6)]
     assert kinds == [["largest", "smallest", "random"]] + [["largest", "smallest"]] * 2 + kinds[:3]
