@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mosnas.reference",
     "mosnas.rebuild",
     "mosnas.glue",  # glue: fine-tune a Hugging Face BERT folder on GLUE tasks
+    "mosnas.study.cli",  # study: supernet fidelity, retraining cost and Pareto fronts per generator
 )  # modules whose add_commands(sub) adds more subcommands
 
 

@@ -1,0 +1,63 @@
+"""The study's plots (Agg canvas, no pyplot state; finished by mosnas.report.save_figure like every run plot):
+supernet BLEU against scratch BLEU per variant, and every variant's Pareto front against measured latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mosnas.report import save_figure
+
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def fidelity_plot(per_seed: list[dict[str, Any]], variants: list[str], title: str, path: str | Path) -> Path | None:
+    """Supernet BLEU (inherited weights) against the same arch's BLEU trained alone from scratch: one color per
+    variant, one marker per seed, the line y = x. None when nothing is scored yet."""
+    if not per_seed:
+        return None
+    fig, ax = _figure((5.6, 5.0))
+    seeds = sorted({r["seed"] for r in per_seed})
+    values = []
+    for r in per_seed:
+        color = COLORS[variants.index(r["variant"]) % len(COLORS)]
+        marker = MARKERS[seeds.index(r["seed"]) % len(MARKERS)]
+        x, y = r["pairs"]["scr_bleu"], r["pairs"]["sup_bleu"]
+        ax.scatter(x, y, c=color, marker=marker, s=22, alpha=0.8, label=f"{r['variant']} (seed {r['seed']})")
+        values += [*x, *y]
+    lo, hi = min(values), max(values)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xlabel("BLEU, the arch trained alone from scratch")
+    ax.set_ylabel("BLEU, the same arch inside the supernet")
+    return save_figure(fig, ax, title, path)
+
+
+def pareto_plot(rows: list[dict[str, Any]], variants: list[str], title: str, path: str | Path) -> Path | None:
+    """Every variant's searched winners against their measured latency: fine-tuned (filled, joined by budget)
+    and with inherited weights (hollow), one line per variant and seed. None when no front is measured."""
+    shown = [r for r in rows if r.get("measured_latency_ms") is not None and r.get("bleu") is not None]
+    if not shown:
+        return None
+    fig, ax = _figure((6.4, 4.6))
+    for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in shown):
+        color = COLORS[variants.index(variant) % len(COLORS)]
+        mine = [r for r in shown if (r["variant"], r["seed"]) == (variant, seed)]
+        tuned = sorted((r["measured_latency_ms"], r["bleu"]) for r in mine if r["kind"] == "finetuned")
+        found = sorted((r["measured_latency_ms"], r["bleu"]) for r in mine if r["kind"] == "search")
+        if tuned:
+            ax.plot(*zip(*tuned), "o-", c=color, ms=5, lw=1.2, label=f"{variant} s{seed}, fine-tuned")
+        if found:
+            ax.scatter(*zip(*found), facecolors="none", edgecolors=color, s=30, label=f"{variant} s{seed}, inherited")
+    ax.set_xlabel("measured latency (ms; HAT's protocol, the exported model)")
+    ax.set_ylabel("BLEU (higher is better)")
+    return save_figure(fig, ax, title, path)
