@@ -25,6 +25,7 @@ STAGES = (  # the engine's stages and the run folder, above the core
     "mosnas.rebuild",
     "mosnas.autodistil",
     "mosnas.family",
+    "mosnas.study",  # the study harness: above every stage
 )
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 80
 

@@ -67,15 +67,18 @@ def study_command(args: argparse.Namespace) -> int:
         print(describe(study, pieces))
         return 0
     study.records.refuse_stale(pieces)  # one line, before any work
-    study.dir.root.mkdir(parents=True, exist_ok=True)
-    lock_run(study.dir.root)
+    # one writer per seed (processes on other seeds may share the work dir) and for the shared pieces
+    shared = any(p.seed is None and study.records.status(p)[0] != "done" for p in pieces)
+    for name in [f"s{s}" for s in seeds] + (["shared"] if shared else []):
+        (study.dir.root / "locks" / name).mkdir(parents=True, exist_ok=True)
+        lock_run(study.dir.root / "locks" / name)
     t0 = time.perf_counter()
     for piece in pieces:
         study.records.run(piece)
     _log(study, round(time.perf_counter() - t0, 1))
     paths = write_report(study, args.config)
     print(paths["md"].read_text(encoding="utf-8"))
-    print(f"study {cfg.name}: {len(pieces)} pieces done; report in {', '.join(str(p) for p in paths.values())}")
+    print(f"study {cfg.name}: report in {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

@@ -130,12 +130,18 @@ def _per_arch(data: dict[str, Any]) -> list[str]:
             [
                 str(a["index"]),
                 a["key"],
+                a.get("describe", "-"),
                 f"{a['parameters']:,}",
                 _v(mean(scratch)),
                 *(_v(mean(c.get(v, []))) for v in variants),
             ]
         )
-    return ["Per arch (BLEU, mean over seeds):", "", *_table(["#", "arch", "params", "scratch", *variants], rows), ""]
+    return [
+        "Per arch (BLEU, mean over seeds):",
+        "",
+        *_table(["#", "key", "arch", "params", "scratch", *variants], rows),
+        "",
+    ]
 
 
 def _regret(data: dict[str, Any]) -> list[str]:
@@ -214,6 +220,26 @@ def _pareto(data: dict[str, Any], files: dict[str, str]) -> list[str]:
     return lines + [""]
 
 
+def _supernets(data: dict[str, Any]) -> list[str]:
+    rows = [
+        [s["variant"], str(s["seed"]), str(s["steps"]), _v(s["train_s"] / 60, 1), s.get("precision") or "-"]
+        + [str(s.get("world_size") or 1), _v(s["wall_s"] / 60, 1)]
+        for s in data["supernets"]
+    ]
+    if not rows:
+        return []
+    head = ["variant", "seed", "steps", "training min", "precision", "processes", "piece min"]
+    return [
+        "## Supernets",
+        "",
+        "Training minutes: the training loop's own clock (updates only); piece minutes: the whole piece. The "
+        "command that trained each is in the JSON (`supernets[].command`).",
+        "",
+        *_table(head, rows),
+        "",
+    ]
+
+
 def _pieces(data: dict[str, Any], config_path: str | Path) -> list[str]:
     rows = [
         [p["kind"], p["key"], "-" if p["seed"] is None else str(p["seed"]), f"{p['wall_s'] / 60:.1f}", p["inputs_sha"]]
@@ -240,5 +266,5 @@ def _pieces(data: dict[str, Any], config_path: str | Path) -> list[str]:
 def markdown(study: Study, data: dict[str, Any], config_path: str | Path, files: dict[str, str]) -> str:
     """The whole page."""
     parts = [_header(study, data), _summary(data), _fidelity(data, files), _conflict(data), _retrain(data)]
-    parts += [_pareto(data, files), _pieces(data, config_path)]
+    parts += [_pareto(data, files), _supernets(data), _pieces(data, config_path)]
     return "\n".join(line for part in parts for line in part)

@@ -43,8 +43,11 @@ def choose_archs(study: Study) -> list[dict[str, Any]]:
         archs = random_archs(space, params, ac.count, ac.seed)
     else:
         archs = spanning_archs(space, params, ac.count, ac.seed, ac.pool)
+    describe = family_of(study.dense_config(study.cfg.seeds[0]).family).describe
     rows = [
-        {"key": arch_key(a), "arch": a.to_dict(), **{k: costs(a)[k] for k in ("parameters", "flops")}} for a in archs
+        {"key": arch_key(a), "arch": a.to_dict(), "describe": describe(a.to_dict())}
+        | {k: costs(a)[k] for k in ("parameters", "flops")}
+        for a in archs
     ]
     return [{"index": i, **r} for i, r in enumerate(rows)]
 

@@ -60,6 +60,11 @@ def collect(study: Study) -> dict[str, Any]:
             {"variant": k.split("/")[0], "seed": r["seed"], **r["result"]} for k, r in done.get("retrain", {}).items()
         ],
         "pareto": pareto,
+        "supernets": [
+            {"variant": k.split("/")[0], "seed": r["seed"], "wall_s": r["wall_s"]}
+            | {f: r["result"].get(f) for f in ("steps", "train_s", "precision", "world_size", "command")}
+            for k, r in done.get("supernet", {}).items()
+        ],
         "pieces": [
             {k: r[k] for k in ("kind", "key", "seed", "wall_s", "inputs_sha", "finished")}
             for d in done.values()

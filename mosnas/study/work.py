@@ -153,9 +153,15 @@ class Study:
         overrides.append(self.tokenizer_override())
         command = ["-m", "mosnas", "train", self.cfg.base, *overrides, "--resume", "--quiet"]
         if redo or needs_training(cfg):
-            if self.cfg.launch:
+            if self.cfg.launch:  # e.g. torchrun: the GPUs are the launched processes' (this one lets go of its own)
+                self._runs.clear()
+                self._fitness.clear()
+                torch.cuda.empty_cache()
                 launch = [*shlex.split(self.cfg.launch), *command, *(["--force"] if redo else [])]
-                done = subprocess.run(launch, check=False)
+                log = cfg.run_dir.with_suffix(".log")  # the launched processes' stdout; errors stay on stderr
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "a", encoding="utf-8") as out:
+                    done = subprocess.run(launch, check=False, stdout=out)
                 if done.returncode != 0:
                     raise TrainingError(f"supernet {variant}/s{seed}: {shlex.join(launch)} exited {done.returncode}")
             else:
