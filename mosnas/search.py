@@ -153,10 +153,14 @@ def evolutionary_search(
     seed: int = 0,
     max_tries: int = 10000,
     progress: bool = True,
+    start_with_smallest: bool = True,
 ) -> SearchResult:
     """HAT's evolution: keep the best `parents`, add `mutations` mutants and `crossovers` children, repeat.
 
-    Candidates that break a constraint are rejected and redrawn (BudgetError after `max_tries` in a row)."""
+    Candidates that break a constraint are rejected and redrawn (BudgetError after `max_tries` in a row). With
+    `start_with_smallest` the first population holds the space's smallest arch (when it meets the constraints)
+    beside `population - 1` random ones, so the winner is never worse, by the supernet's own fitness, than the
+    arch every budget admits (HAT's first population is all random: `start_with_smallest=False`)."""
     if not 1 <= parents <= population or min(mutations, crossovers) < 0 or generations < 1:
         raise ConfigError(
             f"search: need 1 <= parents <= population, mutations and crossovers >= 0 and generations >= 1, got "
@@ -168,6 +172,8 @@ def evolutionary_search(
     rng = random.Random(seed)
     ev = _Evaluator(space, fitness, constraints, max_tries)
     pop = [ev.draw(lambda: space.sample(rng)) for _ in range(population)]
+    if start_with_smallest and all(c(space.smallest()) for c in ev.constraints):
+        pop[0] = space.smallest()
     history: list[float] = []
     bar = tqdm(range(generations), desc="evolution", disable=not progress, dynamic_ncols=True)
     for gen in bar:

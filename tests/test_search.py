@@ -47,6 +47,19 @@ def test_evolution_finds_the_optimum_and_beats_random(space):
     assert evo.fitness <= rand.fitness
 
 
+def test_evolution_starts_with_the_smallest_arch(space):
+    """A winner is never worse, by the fitness, than the smallest arch (which every budget admits); HAT's all-random
+    first population is start_with_smallest=False."""
+    smallest = space.smallest()
+    fitness = lambda arch: 0.0 if arch == smallest else 1.0 + random.Random(str(arch)).random()
+    one = dict(population=3, parents=1, mutations=0, crossovers=0, generations=1, progress=False)
+    assert evolutionary_search(space, fitness, seed=3, **one).arch == smallest
+    assert evolutionary_search(space, fitness, seed=3, start_with_smallest=False, **one).arch != smallest
+    # a constraint the smallest breaks: not seeded (every member of the population meets the constraints)
+    not_smallest = lambda arch: arch != smallest
+    assert evolutionary_search(space, fitness, [not_smallest], seed=3, **one).arch != smallest
+
+
 def test_fitness_is_evaluated_once_per_arch(space):
     calls = []
     fitness = _distance_to(space, space.largest())
