@@ -12,34 +12,43 @@ COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:b
 MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
+def _figure(size: tuple[float, float], panels: int = 1) -> tuple[Any, Any]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size)
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    if panels == 1:
+        return fig, fig.add_subplot()
+    return fig, fig.subplots(1, panels, sharex=True, sharey=True, squeeze=False)[0]
 
 
 def fidelity_plot(per_seed: list[dict[str, Any]], variants: list[str], title: str, path: str | Path) -> Path | None:
-    """Supernet BLEU (inherited weights) against the same arch's BLEU trained alone from scratch: one color per
+    """Supernet BLEU (inherited weights) against the same arch's BLEU trained alone from scratch: one panel per
     variant, one marker per seed, the line y = x. None when nothing is scored yet."""
-    if not per_seed:
+    shown = [v for v in variants if any(r["variant"] == v for r in per_seed)]
+    if not shown:
         return None
-    fig, ax = _figure((5.6, 5.0))
+    fig, axes = _figure((3.4 * len(shown) + 0.6, 3.8), len(shown))
+    axes = [axes] if len(shown) == 1 else list(axes)
     seeds = sorted({r["seed"] for r in per_seed})
-    values = []
-    for r in per_seed:
-        color = COLORS[variants.index(r["variant"]) % len(COLORS)]
-        marker = MARKERS[seeds.index(r["seed"]) % len(MARKERS)]
-        x, y = r["pairs"]["scr_bleu"], r["pairs"]["sup_bleu"]
-        ax.scatter(x, y, c=color, marker=marker, s=22, alpha=0.8, label=f"{r['variant']} (seed {r['seed']})")
-        values += [*x, *y]
+    values = [x for r in per_seed for x in (*r["pairs"]["scr_bleu"], *r["pairs"]["sup_bleu"])]
     lo, hi = min(values), max(values)
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
-    ax.set_xlabel("BLEU, the arch trained alone from scratch")
-    ax.set_ylabel("BLEU, the same arch inside the supernet")
-    return save_figure(fig, ax, title, path)
+    for ax, variant in zip(axes, shown):
+        color = COLORS[variants.index(variant) % len(COLORS)]
+        for r in (r for r in per_seed if r["variant"] == variant):
+            marker = MARKERS[seeds.index(r["seed"]) % len(MARKERS)]
+            ax.scatter(r["pairs"]["scr_bleu"], r["pairs"]["sup_bleu"], c=color, marker=marker, s=22, alpha=0.8,
+                       label=f"seed {r['seed']}")  # fmt: skip
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+        ax.set_xlabel("BLEU, trained alone from scratch")
+        if ax is not axes[-1]:
+            ax.set_title(variant)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("BLEU inside the supernet")
+    fig.suptitle(title)
+    return save_figure(fig, axes[-1], shown[-1], path)
 
 
 def pareto_plot(rows: list[dict[str, Any]], variants: list[str], title: str, path: str | Path) -> Path | None:

@@ -4,6 +4,7 @@ the evaluations (fidelity); then retraining and the Pareto fronts per variant an
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Any
 
@@ -18,8 +19,9 @@ from mosnas.study.work import Study
 PARTS = ("fidelity", "retrain", "pareto")  # what `--only` selects (and prepare: vocabulary and arch set only)
 
 
+@functools.lru_cache(maxsize=8)
 def space_costs(study: Study) -> Any:
-    """arch -> the family's costs (parameters at data.vocab_size, FLOPs at the latency protocol's lengths)."""
+    """(space, arch -> the family's costs: parameters at data.vocab_size, FLOPs at the latency protocol's lengths)."""
     cfg = study.dense_config(study.cfg.seeds[0])
     family = family_of(cfg.family)
     space = family.load_space(cfg.supernet.space)

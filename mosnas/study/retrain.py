@@ -75,7 +75,7 @@ def compute(
     steps, seconds = finetuned
     total_s = supernet["train_s"] + found["evolution_s"] + seconds
     total_flops = sup + search + steps * dense_step
-    dense_s_per_step = scratch["train_s"] / max(scratch["steps"], 1)
+    dense_s_per_step = scratch["train_s"] / max(scratch["steps"], 1)  # the arch alone, at the study's recipe
     return {
         "supernet_s": supernet["train_s"],
         "search_s": found["evolution_s"],
@@ -85,7 +85,7 @@ def compute(
         "pairs_per_update": round(pairs, 2),
         "dense_s_per_step": round(dense_s_per_step, 4),
         "dense_step_flops": dense_step,
-        "wall_steps": round(total_s / dense_s_per_step, 1),
+        "wall_steps": round(total_s / dense_s_per_step, 1) if dense_s_per_step > 0 else 0.0,
         "flops_steps": round(total_flops / dense_step, 1),
     }
 

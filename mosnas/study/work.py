@@ -64,7 +64,7 @@ def trained_state(run_dir: Path) -> dict[str, Any]:
     return {
         "run": str(run_dir),
         "steps": state["step"],
-        "train_s": round(state["elapsed"], 1),
+        "train_s": round(state["elapsed"], 3),
         "checkpoint": {"step": state["step"], "model_sha256": state["sha256"]["model.safetensors"]},
         "precision": (read_json(env).get("precision") or {}).get("precision") if env.is_file() else None,
         "world_size": state.get("world_size", 1),
@@ -81,21 +81,30 @@ class Study:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._runs: dict[Path, LoadedRun] = {}
         self._fitness: dict[Path, Any] = {}
+        self._configs: dict[tuple, Config] = {}
 
     # -- configs ----------------------------------------------------------------------------------------
     def tokenizer_override(self) -> str:
         return f"data.tokenizer={self.dir.vocab / 'spm.model'}"
 
     def supernet_config(self, variant: str, seed: int, *extra: str) -> Config:
-        out = self.dir.supernet(variant, seed)
-        return run_config(self.cfg, variant, seed, out.name, out.parent, self.tokenizer_override(), *extra)
+        key = (variant, seed, *extra)
+        if key not in self._configs:  # built once: a plan asks for them per piece
+            out = self.dir.supernet(variant, seed)
+            self._configs[key] = run_config(
+                self.cfg, variant, seed, out.name, out.parent, self.tokenizer_override(), *extra
+            )
+        return self._configs[key]
 
     def dense_config(self, seed: int, *extra: str) -> Config:
         """The recipe of an arch trained alone (no variant): data, dropout, lr, batches of the supernets."""
-        cfg = run_config(self.cfg, None, seed, "dense", self.dir.root, self.tokenizer_override(), *extra)
-        if self.cfg.dense_update_freq:  # as many tokens per update as a supernet update on `launch`'s GPUs
-            cfg = replace(cfg, train=replace(cfg.train, update_freq=self.cfg.dense_update_freq))
-        return cfg
+        key = (None, seed, *extra)
+        if key not in self._configs:
+            cfg = run_config(self.cfg, None, seed, "dense", self.dir.root, self.tokenizer_override(), *extra)
+            if self.cfg.dense_update_freq:  # as many tokens per update as a supernet update on `launch`'s GPUs
+                cfg = replace(cfg, train=replace(cfg.train, update_freq=self.cfg.dense_update_freq))
+            self._configs[key] = cfg
+        return self._configs[key]
 
     def supernet_inputs(self, variant: str, seed: int) -> dict[str, Any]:
         """What a supernet is made from: the family, data, supernet and training settings (bookkeeping aside)."""
@@ -170,7 +179,7 @@ class Study:
         conflicts = [r["grad_conflict"] for r in log if isinstance(r.get("grad_conflict"), dict)]
         return {
             **trained_state(cfg.run_dir),
-            "command": shlex.join([self.cfg.launch or "python", *command]),
+            "command": shlex.join([*shlex.split(self.cfg.launch or "python"), *command]),
             "grad_conflict": summarize_series(conflicts) if conflicts else None,
         }
 
