@@ -40,7 +40,11 @@ def add_commands(sub: Any) -> None:
     s.add_argument(
         "--dry-run", action="store_true", help="print the plan (pieces, status, steps, estimated time) and exit"
     )
-    s.add_argument("--force", action="store_true", help="redo pieces made from other inputs instead of refusing them")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="redo pieces made from other inputs instead of refusing them (and start unfinished ones over)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(handler=study_command)
 

@@ -46,8 +46,8 @@ class Piece:
 class Records:
     """The records of a study's pieces (its `pieces/` folder): status, skip, refuse or redo, and run."""
 
-    def __init__(self, root: Path, force: bool = False, progress: bool = True):
-        self.root, self.force, self.progress = Path(root), force, progress
+    def __init__(self, root: Path, force: bool = False):
+        self.root, self.force = Path(root), force
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / (key.replace("/", "--") + ".json")

@@ -80,7 +80,7 @@ def vocab_piece(study: Study) -> Piece:
 
 def supernet_piece(study: Study, variant: str, seed: int) -> Piece:
     key = f"{variant}/s{seed}"
-    redo = lambda: study.records.status(piece)[0] == "stale"
+    redo = lambda: study.force or study.records.status(piece)[0] == "stale"  # --force: a run folder started over
     piece = Piece(
         "supernet", key, seed, study.supernet_inputs(variant, seed), lambda: study.train_supernet(variant, seed, redo())
     )

@@ -77,7 +77,7 @@ class Study:
     def __init__(self, cfg: StudyConfig, force: bool = False, progress: bool = True):
         self.cfg, self.force, self.progress = cfg, force, progress
         self.dir = StudyDir(Path(cfg.work_dir))
-        self.records = Records(self.dir.pieces, force, progress)
+        self.records = Records(self.dir.pieces, force)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._runs: dict[Path, LoadedRun] = {}
         self._fitness: dict[Path, Any] = {}
@@ -124,6 +124,7 @@ class Study:
         cfg = run_config(self.cfg, None, self.cfg.seeds[0], "vocab", self.dir.root)
         family = family_of(cfg.family)
         self.dir.vocab.mkdir(parents=True, exist_ok=True)
+        (self.dir.vocab / "spm.model").unlink(missing_ok=True)  # redone: prepare would keep an old one
         family.prepare(cfg, self.dir.vocab)
         return {"spm": str(self.dir.vocab / "spm.model"), "vocab_size": family.vocab(self.dir.vocab)[1]}
 
