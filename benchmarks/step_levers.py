@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed steps per lever and round")
     ap.add_argument("--warmup", type=int, default=4, help="untimed first steps (compile time shows here)")
     ap.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    ap.add_argument("--timeout", type=int, default=240, help="seconds a lever's process may take")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -124,7 +125,13 @@ def main() -> None:
         order = args.levers[r % len(args.levers) :] + args.levers[: r % len(args.levers)]
         for lever in order:
             cmd = [sys.executable, __file__, "--child", lever, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+            try:
+                out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ},
+                                     timeout=args.timeout)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                results[lever].append({"lever": lever, "error": f"did not finish within {args.timeout} s"})
+                print(f"round {r + 1} {lever}: did not finish within {args.timeout} s", flush=True)
+                continue
             if out.returncode != 0:
                 err = (out.stderr.strip().splitlines() or ["?"])[-1]
                 results[lever].append({"lever": lever, "error": err[:300]})

@@ -72,6 +72,7 @@ def finetune_config(
         valid_every=valid_every,
         ckpt_every=max(valid_every, steps),
         distill=0.0,
+        grad_conflict_every=0,  # compares the archs of a sandwich step: one arch here
         valid_bleu=valid_bleu,
         precision=run_cfg.finetune.precision,
     )

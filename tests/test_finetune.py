@@ -47,3 +47,17 @@ def test_finetuning_runs_at_the_finetune_precision(tiny_run_dir, tmp_path):
         cfg = replace(run.cfg, finetune=replace(run.cfg.finetune, precision=precision))
         ft = finetune_config(cfg, model_dir, tmp_path / "ft", "x", 2, 1e-4, 1, 1, 0, False)
         assert ft.train.precision == precision  # not the supernet's train.precision
+
+
+def test_finetuning_a_run_that_logged_gradient_conflict(tiny_run_dir, tmp_path):
+    """A supernet trained with train.grad_conflict_every (sandwich only) fine-tunes one fixed arch: the setting
+    is off there instead of refusing the fine-tuning config."""
+    from dataclasses import replace
+
+    from mosnas.finetune import finetune_config
+
+    run = load_run(tiny_run_dir)
+    model_dir = export_arch(run, run.space.smallest(), tmp_path / "subnet")
+    cfg = replace(run.cfg, train=replace(run.cfg.train, grad_conflict_every=5))
+    ft = finetune_config(cfg, model_dir, tmp_path / "ft", "x", 2, 1e-4, 1, 1, 0, False)
+    assert ft.train.sampling == "fixed" and ft.train.grad_conflict_every == 0
