@@ -249,7 +249,7 @@ def test_the_shipped_studies_load_and_plan(tmp_path):
     from mosnas.study.plan import plan
     from mosnas.study.work import Study
 
-    study = Study(load_study(ROOT / "configs" / "study_multi30k.yaml"))
+    study = Study(load_study(ROOT / "configs" / "studies" / "multi30k.yaml"))
     pieces = plan(study, ("fidelity", "retrain", "pareto"), study.cfg.seeds)
     assert {n for n, _ in study.cfg.variants} == {"shared", "layer", "neuron", "kshot"} and len(study.cfg.seeds) >= 3
     assert study.cfg.archs.count >= 8 and study.cfg.eval.bleu_split == "test_2016_flickr"
@@ -259,7 +259,7 @@ def test_the_shipped_studies_load_and_plan(tmp_path):
     for split, ours in (("train", "train"), ("valid", "val"), ("test", "test_2016_flickr")):
         for lang in ("en", "de"):
             (wmt / f"{split}.{lang}.gz").symlink_to(DATA / f"{ours}.{lang}.gz")
-    paper = load_study(ROOT / "configs" / "study_wmt14_hat.yaml", str(wmt))
+    paper = load_study(ROOT / "configs" / "studies" / "wmt14_hat.yaml", str(wmt))
     assert paper.archs.count == 30 and paper.archs.method == "random" and paper.launch.startswith("torchrun")
     assert paper.dense_update_freq == 8 * 16 and paper.supernet_steps == 40000
 

@@ -18,7 +18,7 @@ rho with bootstrap intervals, regret), retraining cost (steps and time for a sea
 scratch BLEU, and a compute-matched dense control) and Pareto fronts (search at latency budgets, the same
 short fine-tune). Work is split into resumable pieces; a finished piece is skipped, one made from other inputs
 is refused (or redone with --force). Writes <results_dir>/<name>.{md,json} and plots. See
-configs/study_multi30k.yaml."""
+configs/studies/multi30k.yaml."""
 
 
 def add_commands(sub: Any) -> None:
@@ -26,7 +26,7 @@ def add_commands(sub: Any) -> None:
     s = sub.add_parser(
         "study", help="the study harness: supernet fidelity, retraining cost, Pareto fronts", description=HELP
     )
-    s.add_argument("config", help="study config (YAML), e.g. configs/study_multi30k.yaml")
+    s.add_argument("config", help="study config (YAML), e.g. configs/studies/multi30k.yaml")
     s.add_argument("--data", help="corpus folder of every run (same as data.dir=... in the study's overrides)")
     s.add_argument(
         "--only",
