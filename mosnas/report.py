@@ -62,6 +62,7 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
         lines += [_predictor_line(lp), ""]
     lines += _table(rows, family)
     checked = [r for r in rows if r.get("budget_note")]
+    lines += _below_smallest(rows, family)
     if checked:
         lines += ["", "Latency budgets, winners re-measured (the next candidate when over beyond the noise floor):", ""]
         lines += [f"- {r['name']}: {r['budget_note']}" for r in checked]
@@ -78,6 +79,24 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
     if rows:
         lines += ["", *family.report_notes(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _below_smallest(rows: list[dict[str, Any]], family: Family) -> list[str]:
+    """A line for each searched subnet that scores worse than the smallest arch on the family's first metric: a
+    bigger, slower arch that loses to the smallest one means the archs between were trained too little (e.g. a
+    sandwich with no random arch) -- the search's fitness could not see it, the user should."""
+    key, label = family.METRICS[0]
+    lower = getattr(family, "LOWER_IS_BETTER", False)
+    smallest = next((r[key] for r in rows if r.get("name") == "smallest" and key in r), None)
+    worse = [r for r in rows if r.get("kind") == "search" and key in r and smallest is not None]
+    worse = [r for r in worse if (r[key] > smallest if lower else r[key] < smallest)]
+    text = (
+        "Note: {name} scores {value:.2f} {label}, worse than the smallest arch's {smallest:.2f}: the archs between "
+        "the two ends got too little training of their own for their inherited weights (more training, or "
+        "train.num_random=1, the paper's sandwich, trains them directly)."
+    )
+    notes = [text.format(name=r["name"], value=r[key], label=label, smallest=smallest) for r in worse]
+    return ["", *notes] if notes else []
 
 
 def _predictor_line(lp: dict[str, Any]) -> str:

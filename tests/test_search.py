@@ -171,3 +171,20 @@ def test_supernet_loss_as_fitness(space):
     settings = dict(population=4, parents=2, mutations=2, crossovers=2, generations=2, progress=False)
     result = evolutionary_search(space, fitness, seed=0, **settings)
     assert space.validate(result.arch) and result.fitness == fitness(result.arch)
+
+
+def test_summary_flags_a_searched_subnet_worse_than_the_smallest():
+    """The quick start once reported a winner 1.1 BLEU below the smallest arch with no word about it."""
+    from mosnas import bert, mt
+    from mosnas.report import _below_smallest
+
+    rows = [{"name": "smallest", "kind": "reference", "bleu": 20.0}, {"name": "lat-a", "kind": "search", "bleu": 18.9},
+            {"name": "lat-b", "kind": "search", "bleu": 21.3}]  # fmt: skip
+    notes = [line for line in _below_smallest(rows, mt) if line]
+    assert len(notes) == 1 and "lat-a scores 18.90 BLEU" in notes[0] and "20.00" in notes[0]
+    assert _below_smallest(rows[:1] + rows[2:], mt) == []
+    # a loss (lower is better): the BERT family's distillation loss
+    losses = [{"name": "smallest", "kind": "reference", "distill_loss": 2.0},
+              {"name": "p-8M", "kind": "search", "distill_loss": 2.5},
+              {"name": "p-15M", "kind": "search", "distill_loss": 1.5}]  # fmt: skip
+    assert [n for n in _below_smallest(losses, bert) if n][0].startswith("Note: p-8M scores 2.50 distill loss")
