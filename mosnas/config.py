@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.config_bert import BertConfig  # the bert: section (family: bert)
+from mosnas.config_legacy import migrate as _migrate
 from mosnas.errors import ConfigError
 from mosnas.paths import PROJECT, resolve_config, resolve_raw
 from mosnas.settings import (
@@ -76,9 +77,12 @@ class TrainConfig:
     seed: int = num(1, **SEED)  # seeds data order, archs and init
     max_steps: int = num(2000, gt=0)  # optimizer updates
     max_minutes: float = num(0.0, ge=0)  # wall budget; 0: none
-    sampling: str = one_of("sandwich", SAMPLINGS)  # sandwich (largest + smallest + n random) | alternate | uniform (HAT) | fixed
+    sampling: str = one_of(
+        "sandwich", SAMPLINGS
+    )  # sandwich (largest + smallest + n random) | alternate | uniform (HAT) | fixed
     num_random: int = num(1, ge=0)  # random archs per step beside largest and smallest
     random_every: int = num(1, gt=0)  # the random archs join every k-th step only (1: every step, the paper)
+    random_from: int = num(0, ge=0)  # the random archs join from this update on (0: from the start, the paper)
     fixed_arch: str = "largest"  # with sampling=fixed: largest | smallest | path to an arch JSON
     distill: float = num(0.0, ge=0, le=1)  # weight of in-place distillation from the largest arch (0: off)
     lr: float = num(1e-3, gt=0)  # peak learning rate (after warm-up)
@@ -271,18 +275,6 @@ def setting_default(key: str) -> Any:
     for part in key.split("."):
         node = getattr(node, part)
     return node
-
-
-def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
-    """Keys of earlier mosnas versions, so their configs and run folders keep loading:
-    `train.bf16: true|false` is `train.precision: bf16|fp32` (unless precision is given too)."""
-    train = raw.get("train")
-    if isinstance(train, dict) and "bf16" in train:
-        train = dict(train)
-        legacy = convert("train.bf16", train.pop("bf16"), bool)
-        train.setdefault("precision", "bf16" if legacy else "fp32")
-        raw = {**raw, "train": train}
-    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 from mosnas.space import Arch, Space
 
@@ -17,17 +18,20 @@ def step_archs(
     step: int,
     fixed: Arch | None = None,
     random_every: int = 1,
+    random_from: int = 0,
 ) -> list[tuple[str, Arch]]:
     """The archs trained at `step`; seeded by the step alone, so every rank and a resumed run agree.
 
     Sandwich rule (BigNAS / the MoS paper, Sec. 3): the largest, the smallest and `num_random` random archs
     per step; with `random_every` k > 1 the random archs join only every k-th step (steps 0, k, 2k, ...),
-    a cheaper sandwich (1 + 0.5/k of the largest-plus-smallest cost for one random arch). `alternate`: the
+    a cheaper sandwich (1 + 0.5/k of the largest-plus-smallest cost for one random arch), and only from step
+    `random_from` on (a late sandwich: the two ends alone first, the archs between once the shared weights are
+    good). `alternate`: the
     largest every step, beside the smallest on even steps and one random arch on odd ones (the cost of a
     two-arch step; the smallest gets half the updates and the archs between get the other half)."""
     rng = random.Random(seed * 1_000_003 + step)
     if sampling == "sandwich":
-        extra = num_random if step % random_every == 0 else 0
+        extra = num_random if step >= random_from and step % random_every == 0 else 0
         return [("largest", space.largest()), ("smallest", space.smallest())] + [
             ("random", space.sample(rng)) for _ in range(extra)
         ]
@@ -39,6 +43,11 @@ def step_archs(
         return [("random", space.sample(rng))]
     assert fixed is not None
     return [("fixed", fixed)]
+
+
+def archs_of(tc: Any, space: Space, step: int, fixed: Arch | None = None) -> list[tuple[str, Arch]]:
+    """`step_archs` with the settings of a TrainConfig `tc` (sampling, num_random, seed, random_every/from)."""
+    return step_archs(space, tc.sampling, tc.num_random, tc.seed, step, fixed, tc.random_every, tc.random_from)
 
 
 def lr_lambda(warmup: int, schedule: str = "inverse_sqrt", max_steps: int = 0, min_ratio: float = 0.0):

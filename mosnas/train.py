@@ -37,7 +37,7 @@ from mosnas.run import (
     tensorboard_writer,
     truncate_log,
 )
-from mosnas.schedule import lr_lambda, step_archs
+from mosnas.schedule import archs_of, lr_lambda
 from mosnas.space import Arch, Space
 
 
@@ -238,7 +238,7 @@ class Trainer:
         tokens = ddp.sum(torch.tensor(float(sum(task.count(b) for b in micro)), device=ddp.device))
         # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
         torch.manual_seed(tc.seed * 1_000_003 + self.step * 1009 + ddp.rank)
-        archs = step_archs(self.space, tc.sampling, tc.num_random, tc.seed, self.step, self.fixed, tc.random_every)
+        archs = archs_of(tc, self.space, self.step, self.fixed)
         # every grad_conflict_every-th update: each arch's own gradient too (hooks that leave .grad as it is)
         with ArchGradients(self.net, archs, ddp.main and due(tc.grad_conflict_every, self.step)) as grads:
             per_batch = [task.step(self.net, b, archs, tokens) for b in micro]

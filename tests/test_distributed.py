@@ -14,8 +14,8 @@ from mosnas.distributed import Distributed, sum_gradients
 from mosnas.mt.data import load_parallel, load_tokenizer
 from mosnas.mt.space import load_space
 from mosnas.mt.task import train_step
+from mosnas.schedule import step_archs
 from mosnas.supernet import Supernet
-from mosnas.train import step_archs
 from tests.conftest import DATA, TINY_SPACE, torchrun_train
 
 

@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 from mosnas.checkpoint import list_checkpoints
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.run import load_run
-from mosnas.train import step_archs, train
+from mosnas.schedule import step_archs
+from mosnas.train import train
 
 
 def _log(run_dir, key):
@@ -27,6 +28,12 @@ def test_alternate_sampling_gives_smallest_and_random_turns(space):
     kinds = [[k for k, _ in step_archs(space, "alternate", 0, 1, step)] for step in range(4)]
     assert kinds == [["largest", "smallest"], ["largest", "random"]] * 2
     assert step_archs(space, "alternate", 0, 1, 3) == step_archs(space, "alternate", 0, 1, 3)
+
+
+def test_late_sandwich_adds_random_archs_from_a_step_on(space):
+    kinds = [[k for k, _ in step_archs(space, "sandwich", 1, 1, step, random_from=2)] for step in range(4)]
+    assert kinds == [["largest", "smallest"]] * 2 + [["largest", "smallest", "random"]] * 2
+    assert step_archs(space, "sandwich", 1, 1, 3, random_from=2) == step_archs(space, "sandwich", 1, 1, 3)
 
 
 def test_sandwich_random_every_k_steps(space):

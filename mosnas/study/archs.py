@@ -64,6 +64,7 @@ def supernet_pair_flops(
     num_random: int,
     seed: int,
     random_every: int = 1,
+    random_from: int = 0,
 ) -> float:
     """Training FLOPs of `steps` supernet updates per training pair of a batch: every arch the step trains
     (mosnas.schedule.step_archs: the same archs the loop trained), forward and backward (3 x the forward
@@ -71,7 +72,7 @@ def supernet_pair_flops(
     O(parameters) per step and left out."""
     total = 0.0
     for step in range(steps):
-        for _, arch in step_archs(space, sampling, num_random, seed, step, None, random_every):
+        for _, arch in step_archs(space, sampling, num_random, seed, step, None, random_every, random_from):
             total += 3 * flops(arch)
     return total
 

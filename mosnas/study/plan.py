@@ -177,7 +177,9 @@ def _step_s(study: Study, archs: list[Arch], gflops: float) -> float:
 def estimate_supernet(study: Study, variant: str, seed: int) -> float:
     tc = study.supernet_config(variant, seed).train
     space, _ = space_costs(study)
-    sample = [step_archs(space, tc.sampling, tc.num_random, seed, s, None, tc.random_every) for s in range(20)]
+    sample = [
+        step_archs(space, tc.sampling, tc.num_random, seed, s, None, tc.random_every, tc.random_from) for s in range(20)
+    ]
     gflops = study.cfg.estimate.train_gflops
     per_step = sum(_step_s(study, [a for _, a in archs], gflops) for archs in sample) / len(sample)
     return per_step * study.cfg.supernet_steps

@@ -66,7 +66,7 @@ def compute(
     flops = lambda a: run.family.costs(a, run.space, run.net.vocab_size, run.cfg.supernet, cfg.latency)["flops"]
     pairs = pairs_per_batch(run) * tc.update_freq * supernet.get("world_size", 1)  # pairs of one update
     sup = pairs * supernet_pair_flops(
-        run.space, flops, supernet["steps"], tc.sampling, tc.num_random, tc.seed, tc.random_every
+        run.space, flops, supernet["steps"], tc.sampling, tc.num_random, tc.seed, tc.random_every, tc.random_from
     )
     evaluated = [run.space.arch_from_dict(c["arch"]) for c in found["evolution"]["candidates"]]
     mean_flops = statistics.fmean(flops(a) for a in evaluated)  # the ranked candidates stand for all evaluated
