@@ -10,11 +10,13 @@ and fine-tuning), beside the teacher (all-MiniLM-L6-v2).
 1. `mosnas run configs/bert_quickstart.yaml` once per generator (shared, layer, neuron) for --steps sandwich
    updates (largest + smallest + one random arch, distilled from the teacher), searching each budget;
 2. AutoDistil (`python -m mosnas.autodistil configs/bert_autodistil.yaml` with the tiny / small / base
-   sub-spaces), --steps // 3 updates per sub-space: the same total number of updates as one supernet;
+   sub-spaces; --subspaces), --steps // K updates per sub-space: the same total number of updates as one supernet;
 3. "alone": the neuron-wise run's searched arch of each budget distilled by itself (a shared supernet that only
    ever trains that arch, initialized from the teacher the same way) for --steps updates, then exported;
 4. benchmarks/glue_students.py on every exported student and the teacher (same tasks, subsets, epochs, lr, seeds).
 
+Paper scale (GPUs): --config configs/bert_paper.yaml with sub-spaces of its space (--subspaces, --autodistil-config)
+and the full GLUE training sets (--train-limit 0 --dev-limit 0 --epochs 3 --seeds 1 2 3 --lr 2e-5 5e-5 1e-4).
 Runs go to benchmarks/work/bert (ignored by git); a finished piece is skipped when the script runs again.
 Writes benchmarks/results/bert_students.{md,json} (the GLUE table, then the distillation runs: updates, wall time,
 arch, parameters, held-out distillation loss)."""
@@ -75,11 +77,17 @@ def distill(args: argparse.Namespace) -> dict[str, float]:
     jobs = {}
     for gen in ("shared", "layer", "neuron"):
         if not (WORK / f"bert-{gen}" / "results.json").is_file():
-            jobs[f"bert-{gen}"] = mosnas + ["run", CONFIG, f"name=bert-{gen}", f"supernet.generator={gen}", "--quiet"]
+            jobs[f"bert-{gen}"] = mosnas + [
+                "run",
+                args.config,
+                f"name=bert-{gen}",
+                f"supernet.generator={gen}",
+                "--quiet",
+            ]
             jobs[f"bert-{gen}"] += overrides(args, args.steps)
     if not (WORK / "bert_autodistil" / "results.json").is_file():
-        jobs["bert_autodistil"] = [sys.executable, "-m", "mosnas.autodistil", "configs/bert_autodistil.yaml"]
-        jobs["bert_autodistil"] += SUBSPACES + overrides(args, args.steps // len(SUBSPACES))
+        jobs["bert_autodistil"] = [sys.executable, "-m", "mosnas.autodistil", args.autodistil_config]
+        jobs["bert_autodistil"] += args.subspaces + overrides(args, args.steps // len(args.subspaces))
     return run_jobs(jobs, args.jobs)
 
 
@@ -93,7 +101,7 @@ def alone(args: argparse.Namespace) -> dict[str, float]:
         arch.write_text(json.dumps(rows[size_name(budget)]["arch"]))
         if (WORK / name / "export" / "student" / "model.safetensors").is_file():
             continue
-        train = mosnas + ["train", CONFIG, f"name={name}", "supernet.generator=shared", "train.sampling=fixed"]
+        train = mosnas + ["train", args.config, f"name={name}", "supernet.generator=shared", "train.sampling=fixed"]
         train += [f"train.fixed_arch={arch}", "--quiet"] + overrides(args, args.steps)
         export = mosnas + [
             "export",
@@ -125,11 +133,12 @@ def students(args: argparse.Namespace) -> dict[str, Path]:
 
 def distill_table(args: argparse.Namespace, walls: dict[str, float]) -> list[str]:
     """The distillation runs: updates, wall time, and each searched student's arch, parameters and fitness."""
+    per_sub = args.steps // len(args.subspaces)
     text = (
-        f"Every run: configs/bert_quickstart.yaml's recipe (relations objective, lr, batch 32 x 64 tokens, init from "
-        f"the teacher), seed {args.seed}, {args.threads} thread(s), up to {args.jobs} runs at a time. Whole-space "
-        f"supernets {args.steps} sandwich updates each; AutoDistil {args.steps // 3} per sub-space "
-        f"({args.steps // 3 * 3} in all); alone: {args.steps} updates of the one arch. Fitness = held-out "
+        f"Every run: {args.config}'s recipe (its objective, lr, batch, init from the teacher), seed {args.seed}, "
+        f"{args.threads} thread(s), up to {args.jobs} runs at a time. Whole-space supernets {args.steps} sandwich "
+        f"updates each; AutoDistil {per_sub} per sub-space ({per_sub * len(args.subspaces)} in all); alone: "
+        f"{args.steps} updates of the one arch. Fitness = held-out "
         "distillation loss of the inherited student (lower is better)."
     )
     lines = ["", "## Distillation runs", "", text, ""]
@@ -154,6 +163,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="distillation runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="threads of each run")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--config", default=CONFIG, help="the BERT run config every run starts from")
+    ap.add_argument("--autodistil-config", default="configs/bert_autodistil.yaml", help="AutoDistil's run config")
+    ap.add_argument("--subspaces", nargs="+", default=SUBSPACES, help="AutoDistil's sub-space YAMLs")
     ap.add_argument("--set", nargs="*", default=[], help="more config overrides for every run (key=value)")
     ap.add_argument("--work", default="benchmarks/work/bert", help="where the runs go")
     ap.add_argument("--name", default="bert_students", help="results name: benchmarks/results/NAME.{md,json}")
