@@ -5,13 +5,14 @@
 Every lever times the quick start's step (configs/quickstart.yaml: neuron-wise MoS, its sandwich, label
 smoothing, AdamW, its precision) on the same real Multi30k batches; levers change one thing each:
 
-- base: the quick start as it runs (2 threads, glibc malloc tuned by mosnas.tune_malloc, 2048-token batches);
+- base: the quick start's step as it runs before update `train.random_from` (largest + smallest; 2 threads, glibc
+  malloc tuned by mosnas.tune_malloc, 2048-token batches);
 - threads1: 1 intra-op thread;  malloc-default: glibc's default trimming (what torch does without mosnas);
 - tok1024 / tok4096: batches of up to 1024 / 4096 tokens (tokens/s is the fair figure: a step is larger);
 - fp32 / bf16: the precision forced (auto picks bf16 only on CPUs with native bf16);
 - compile: `torch.compile(net)` (inductor, dynamic shapes) of the whole supernet; its compile time is the first
   steps' excess, reported apart; archs change every step, so each new arch/shape may recompile.
-- random: the sandwich with one random arch per step (the paper's), for its cost ratio.
+- random: the sandwich with one random arch per step (the paper's; the quick start's from `random_from` on).
 
 A round runs every lever once, in a rotated order, each in a fresh process (threads and malloc settings are
 per process), so slow drift of a shared machine hits all alike; the table gives the median over rounds of each
@@ -47,7 +48,7 @@ LEVERS = {
 
 def child(lever: str, steps: int, warmup: int) -> dict:
     """Time `steps` quick start steps after `warmup` ones with one lever set; runs in its own process."""
-    opts = {"threads": 2, "malloc": True, "max_tokens": 0, "precision": "", "compile": False, "num_random": -1}
+    opts = {"threads": 2, "malloc": True, "max_tokens": 0, "precision": "", "compile": False, "num_random": 0}
     opts.update(LEVERS[lever])
     if opts["malloc"]:
         from mosnas import tune_malloc
@@ -68,7 +69,7 @@ def child(lever: str, steps: int, warmup: int) -> dict:
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")
     data_cfg = replace(cfg.data, max_tokens=opts["max_tokens"] or cfg.data.max_tokens)
     tc = cfg.train
-    num_random = tc.num_random if opts["num_random"] < 0 else opts["num_random"]
+    num_random = opts["num_random"]
     precision = resolve_precision(opts["precision"] or tc.precision, "cpu")
     space = load_space(cfg.supernet.space)
     spm_path = ROOT / "benchmarks" / "work" / f"spm_levers_{cfg.data.vocab_size}.model"

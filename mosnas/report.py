@@ -92,8 +92,8 @@ def _below_smallest(rows: list[dict[str, Any]], family: Family) -> list[str]:
     worse = [r for r in worse if (r[key] > smallest if lower else r[key] < smallest)]
     text = (
         "Note: {name} scores {value:.2f} {label}, worse than the smallest arch's {smallest:.2f}: the archs between "
-        "the two ends got too little training of their own for their inherited weights (more training, or "
-        "train.num_random=1, the paper's sandwich, trains them directly)."
+        "the two ends got too little training of their own for their inherited weights (more training, or random "
+        "archs in the sandwich sooner: train.num_random, train.random_from)."
     )
     notes = [text.format(name=r["name"], value=r[key], label=label, smallest=smallest) for r in worse]
     return ["", *notes] if notes else []
