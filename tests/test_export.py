@@ -12,7 +12,7 @@ from mosnas.mt.transformer import Transformer, TransformerConfig, num_parameters
 from tests.conftest import make_supernet
 
 
-@pytest.mark.parametrize("generator", ["shared", "layer", "neuron"])
+@pytest.mark.parametrize("generator", ["shared", "layer", "neuron", "kshot"])
 @pytest.mark.parametrize("share", [True, False])
 def test_exported_logits_equal_supernet(space, generator, share):
     net = make_supernet(space, generator, num_experts=3, share_embeddings=share)

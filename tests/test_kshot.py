@@ -15,8 +15,6 @@ from mosnas.config import load_config
 from mosnas.elastic import KSHOT, top_left
 from mosnas.errors import ConfigError
 from mosnas.export import export_arch
-from mosnas.mt.costs import count_parameters
-from mosnas.mt.transformer import Transformer, num_parameters
 from mosnas.run import load_run
 from mosnas.supernet import Supernet
 from mosnas.train import train
@@ -60,25 +58,15 @@ def test_kshot_is_k_whole_supernets_under_one_simplex(space):
         assert torch.allclose(w, want, atol=1e-6), name
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_kshot_exported_logits_equal_supernet(space, share):
-    net = make_supernet(space, "kshot", num_experts=3, share_embeddings=share)
+def test_kshot_mixture_depends_on_the_arch(space):
+    """Export equality for kshot is tests/test_export.py's (parametrized over every generator); here: the simplex
+    the exports collapse really differs between archs once the router has trained."""
+    net = make_supernet(space, "kshot", num_experts=3)
     _arch_dependent(net)
-    net.eval()
     rng = random.Random(1)
-    src, prev = torch.randint(4, 100, (3, 9)), torch.randint(4, 100, (3, 7))
-    src[0, 6:] = 0  # padding
-    mixtures = []
-    for _ in range(4):
-        arch = space.sample(rng)
-        model = net.export(arch)
-        assert isinstance(model, Transformer)
-        assert not any("router" in n or "expert" in n for n, _ in model.named_parameters())
-        diff = (model(src, prev) - net(src, prev, arch)).abs().max().item()
-        assert diff <= 1e-5, diff
-        assert num_parameters(model) == count_parameters(arch, space.qkv_dim, 100, model.cfg.share_all_embeddings)
-        mixtures.append(net.generator.mixing(net.embed(arch), "encoder_layers.0.fc1.weight"))
-    assert (mixtures[0] - mixtures[1]).abs().max() > 1e-3  # the exports really mixed arch-dependently
+    a, b = space.sample(rng), space.sample(rng)
+    mix = [net.generator.mixing(net.embed(x), "encoder_layers.0.fc1.weight") for x in (a, b)]
+    assert (mix[0] - mix[1]).abs().max() > 1e-3
 
 
 def test_kshot_with_one_copy_equals_shared_bit_for_bit(space):
