@@ -88,8 +88,10 @@ def _below_smallest(rows: list[dict[str, Any]], family: Family) -> list[str]:
     key, label = family.METRICS[0]
     lower = getattr(family, "LOWER_IS_BETTER", False)
     smallest = next((r[key] for r in rows if r.get("name") == "smallest" and key in r), None)
-    worse = [r for r in rows if r.get("kind") == "search" and key in r and smallest is not None]
-    worse = [r for r in worse if (r[key] > smallest if lower else r[key] < smallest)]
+    if smallest is None:
+        return []
+    searched = [r for r in rows if r.get("kind") == "search" and key in r]
+    worse = [r for r in searched if (r[key] > smallest if lower else r[key] < smallest)]
     text = (
         "Note: {name} scores {value:.2f} {label}, worse than the smallest arch's {smallest:.2f}: the archs between "
         "the two ends got too little training of their own for their inherited weights (more training, or random "

@@ -26,9 +26,8 @@ def step_archs(
     per step; with `random_every` k > 1 the random archs join only every k-th step (steps 0, k, 2k, ...),
     a cheaper sandwich (1 + 0.5/k of the largest-plus-smallest cost for one random arch), and only from step
     `random_from` on (a late sandwich: the two ends alone first, the archs between once the shared weights are
-    good). `alternate`: the
-    largest every step, beside the smallest on even steps and one random arch on odd ones (the cost of a
-    two-arch step; the smallest gets half the updates and the archs between get the other half)."""
+    good). `alternate`: the largest every step, beside the smallest on even steps and one random arch on odd
+    ones (the cost of a two-arch step; the smallest gets half the updates and the archs between the other half)."""
     rng = random.Random(seed * 1_000_003 + step)
     if sampling == "sandwich":
         extra = num_random if step >= random_from and step % random_every == 0 else 0
