@@ -6,7 +6,7 @@ time (the loop's own clock: updates only, no validation or checkpoint time) and 
 updates; afterwards the newest checkpoint at or before each time mark is scored on a seeded sample of
 --eval-limit sentences of test_2016_flickr, beam of the config. With --together the runs train at the same time, each on
 --threads threads (side by side: a ratio between them is fair; their absolute times are those of a shared
-machine), else one after another.
+machine; --jobs N: N at a time, in the order given), else one after another.
 
     python benchmarks/time_to_quality.py --runs dense neuron --minutes 8 --marks 2 4 8 --threads 1 --together
 
@@ -54,19 +54,25 @@ def _command(config: str, spec: str, args: argparse.Namespace) -> list[str]:
 def train_all(args: argparse.Namespace) -> dict[str, float]:
     """Train every run (skipping finished ones); returns the wall seconds each took."""
     procs, walls = {}, {}
+    width = (args.jobs or len(args.runs)) if args.together else 1  # runs training at the same time
+
+    def finish(run: str) -> None:
+        proc, t0 = procs.pop(run)
+        if proc.wait() != 0:
+            raise SystemExit(f"training {run} failed (exit {proc.returncode})")
+        walls[run] = round(time.perf_counter() - t0, 1)
+
     for spec in args.runs:
         run = parse_run(spec)[0]
         if list_checkpoints(WORK / f"ttq-{run}") and not args.retrain:
             continue
+        while len(procs) >= width:  # wait for the oldest run to make room
+            finish(next(iter(procs)))
         cmd = _command(args.config, spec, args) + (["--force"] if args.retrain else [])
         print(" ".join(cmd[1:]), flush=True)
         procs[run] = (subprocess.Popen(cmd, cwd=ROOT), time.perf_counter())
-        if not args.together:
-            procs[run][0].wait()
-    for run, (proc, t0) in procs.items():
-        if proc.wait() != 0:
-            raise SystemExit(f"training {run} failed (exit {proc.returncode})")
-        walls[run] = round(time.perf_counter() - t0, 1)
+    for run in list(procs):
+        finish(run)
     return walls
 
 
@@ -131,6 +137,12 @@ def between(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _together(args: argparse.Namespace) -> str:
+    if not args.together:
+        return "one after another"
+    return f"side by side, {args.jobs} at a time in the order listed" if args.jobs else "side by side, all at once"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/quickstart.yaml")
@@ -146,6 +158,7 @@ def main() -> None:
     p.add_argument("--every", type=int, default=25, help="updates between checkpoints")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--together", action="store_true", help="train the runs at the same time (side by side)")
+    p.add_argument("--jobs", type=int, default=0, help="with --together: at most this many at a time (0: all)")
     p.add_argument("--eval-limit", type=int, default=500, help="test sentences scored at each mark (a seeded sample)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--out", default="time_to_quality", help="results name: benchmarks/results/OUT.{md,json}")
@@ -159,7 +172,7 @@ def main() -> None:
         "",
         f"Config `{args.config}` ({env.train.sampling}, num_random {env.train.num_random}, lr {env.train.lr:g}, "
         f"warm-up {env.train.warmup}, {env.data.max_tokens} tokens per batch); {args.threads} thread(s) per run, "
-        f"runs {'side by side at the same time' if args.together else 'one after another'}; training time is the "
+        f"runs {_together(args)}; training time is the "
         f"loop's clock (updates only). BLEU/chrF: sacreBLEU on a seeded sample of {args.eval_limit} sentences of "
         f"test_2016_flickr, beam {env.decode.beam}; `dense` = the largest arch trained alone.",
         "",

@@ -154,6 +154,11 @@ class SearchConfig:
     generations: int = num(30, gt=0)  # evolution rounds
     # fixed validation subset for the fitness (supernet validation loss); 0: the whole split
     valid_sentences: int = num(300, ge=0)
+    # the final pick: the best `rerank` candidates by fitness and the smallest arch, scored again by the family's
+    # selection score (MT: validation BLEU, beam of `decode`; BERT: the fitness on more sequences) on a seeded
+    # sample of `rerank_sentences` validation items; 0: the fitness alone picks (HAT)
+    rerank: int = num(0, ge=0)
+    rerank_sentences: int = num(300, ge=0)  # validation items search.rerank scores on; 0: the whole split
     random_baseline: bool = True  # also run random search with the same number of evaluations
     precision: str = one_of("auto", PRECISIONS)  # of the fitness evaluations: auto | fp32 | bf16
     seed: int = num(1, **SEED)  # seeds the search
@@ -176,6 +181,9 @@ class EvalConfig:
     limit: int = num(0, ge=0)  # score a seeded random sample of N sentences, in corpus order (0: all)
     # sacreBLEU tokenizer; "" chooses by target language as the sacrebleu CLI does
     bleu_tokenize: str = one_of("", BLEU_TOKENIZERS)
+    # a paragraph summary.md carries under its title, e.g. what longer training of this recipe gives (from
+    # benchmarks/results), so a short demo's numbers are not mistaken for the method's ceiling
+    note: str = ""
 
 
 @dataclass(frozen=True)

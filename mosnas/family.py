@@ -67,6 +67,9 @@ class Family(Protocol):
     def fitness(
         self, run: Any, sc: SearchConfig, device: torch.device, bf16: bool
     ) -> tuple[Callable[[Arch], float], dict[str, Any]]: ...
+    def selection_score(
+        self, run: Any, sc: SearchConfig, device: torch.device, bf16: bool
+    ) -> tuple[Callable[[Arch], float], dict[str, Any]]: ...  # higher is better: the search's final pick (rerank)
     def costs(self, arch: Arch, space: Space, vocab_size: int, sn: SupernetConfig, lc: LatencyConfig) -> dict: ...
     def time_model(
         self, model: nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype, repeats: int

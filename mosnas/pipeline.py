@@ -22,7 +22,7 @@ from mosnas.latency_stage import budget_predictor, latency_stage, predictor_of, 
 from mosnas.rebuild import write_reports
 from mosnas.records import fresh, made_from, read_json, write_json
 from mosnas.run import LoadedRun, RunDir, adopt_config, load_run, needs_training, read_log
-from mosnas.search import Budget, evolutionary_search, random_search
+from mosnas.search import Budget, evolutionary_search, random_search, rerank
 from mosnas.space import Arch
 from mosnas.train import train
 from mosnas.winner import describe_check, hold_budget, remeasure
@@ -82,6 +82,11 @@ def search_stage(
     t0 = time.perf_counter()
     settings = (sc.population, sc.parents, sc.mutations, sc.crossovers, sc.mutation_prob, sc.generations, sc.seed)
     evo = evolutionary_search(run.space, fitness, budget, *settings, progress=progress)
+    picked: dict[str, Any] = {"evolution_best_fitness": evo.fitness}  # the evolution's own best (vs random search)
+    if sc.rerank:  # the final pick by the family's selection score (validation BLEU for MT)
+        score, about_score = run.family.selection_score(run, sc, device, precision.bf16)
+        evo, rows = rerank(run.space, evo, fitness, score, sc.rerank, budget)
+        picked.update(about_score, rerank=rows)
     result: dict[str, Any] = {
         "budget": name,
         "latency_ms": latency_ms,
@@ -89,6 +94,7 @@ def search_stage(
         **about,
         "precision": precision.to_dict(),
         "evolution": evo.to_dict(),
+        **picked,
         "evolution_s": round(time.perf_counter() - t0, 1),
     }
     if sc.random_baseline:
@@ -97,6 +103,13 @@ def search_stage(
     result["predicted_latency_ms"] = round(predictor(evo.arch), 3) if predictor else None
     write_json(out_file, {**result, "made_from": record})
     return read_json(out_file)
+
+
+def _rerank_note(found: dict[str, Any]) -> str:
+    rows, metric = found["rerank"], found.get("rerank_metric", "selection score")
+    small = next((f"; the smallest arch {r['score']:.2f}" for r in rows if r["smallest"]), "")
+    return (f"picked by {metric} ({found.get('rerank_sentences') or 'all'} sentences) among {len(rows)} archs: "
+            f"{rows[0]['score']:.2f}{small}")  # fmt: skip
 
 
 # -- export, evaluation, report ----------------------------------------------------------------------
@@ -139,6 +152,9 @@ def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, pr
     }
     if "random" in found:
         row["random_search_fitness"] = found["random"]["fitness"]
+        row["search_fitness"] = found.get("evolution_best_fitness", found["evolution"]["fitness"])
+    if found.get("rerank"):
+        row["rerank_note"] = _rerank_note(found)
     if check:
         row.update(budget_check=check, budget_note=describe_check(check))
     if not cfg.finetune.steps:
@@ -153,9 +169,18 @@ def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, pr
 def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline for `cfg`; a stopped run continues where it stopped."""
     t0 = time.perf_counter()
-    stage = lambda text: progress and print(f"== {text}", file=sys.stderr, flush=True)  # one header per stage
+    split: dict[str, float] = {}  # stage -> wall seconds of this call (a stage reused from an earlier call: ~0)
+    mark = [t0, ""]
+
+    def stage(key: str, text: str) -> None:  # one header per stage; the previous stage's time is booked
+        now = time.perf_counter()
+        if mark[1]:
+            split[mark[1]] = round(split.get(mark[1], 0.0) + now - mark[0], 1)
+        mark[:] = [now, key]
+        progress and print(f"== {text}", file=sys.stderr, flush=True)
+
     if force or needs_training(cfg):
-        stage(f"train: {cfg.supernet.generator} supernet -> {cfg.run_dir}")
+        stage("train", f"train: {cfg.supernet.generator} supernet -> {cfg.run_dir}")
         train(cfg, resume=not force, force=force, show_progress=progress)
     else:
         adopt_config(cfg)  # the stages below read the run's config: the decode, eval, search... settings given now
@@ -166,12 +191,15 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
     names = budgets(cfg.search, None)
     latency_report, predictor = None, None
     if cfg.search.latency_ms or cfg.search.latency_fractions:
-        stage(f"latency: {lc.num_samples} archs and the layer table measured (unless done), the predictor fitted")
+        stage(
+            "latency",
+            f"latency: {lc.num_samples} archs and the layer table measured (unless done), the predictor fitted",
+        )
         latency_report = latency_stage(loaded, lc, progress)
         predictor = predictor_of(loaded)[0]
         names = budgets(cfg.search, (predictor(loaded.space.smallest()), predictor(loaded.space.largest())))
     rows = []
-    stage(f"export and score the reference subnets: {', '.join(cfg.eval.archs)}")
+    stage("reference", f"export and score the reference subnets: {', '.join(cfg.eval.archs)}")
     for name in cfg.eval.archs:  # reference subnets: largest and smallest
         arch = loaded.space.parse_arch(name)
         out = run_dir.export(name if name in ("largest", "smallest") else Path(name).stem)
@@ -179,10 +207,13 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         row = {"name": name, "kind": "reference", "predicted_latency_ms": predicted}
         rows.append({**row, **export_and_score(loaded, arch, out, lc, progress)})
     for name, limit in names.items():
-        stage(f"search {name}: evolution{' and random search' if cfg.search.random_baseline else ''}, export, score")
+        stage(
+            "search",
+            f"search {name}: evolution{' and random search' if cfg.search.random_baseline else ''}, export, score",
+        )
         rows += _budget_rows(cfg, loaded, name, limit, progress)
     for size in cfg.search.params_budgets:  # one search per parameter budget (BERT's size budgets)
-        stage(f"search params-{size / 1e6:g}M: evolution, export, score")
+        stage("search", f"search params-{size / 1e6:g}M: evolution, export, score")
         sized = replace(cfg, search=replace(cfg.search, max_params=size, params_budgets=()))
         rows += _budget_rows(sized, loaded, f"params-{size / 1e6:g}M", None, progress)
     results = {
@@ -193,8 +224,10 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
         "train_log_last": next((r for r in reversed(read_log(run_dir.root)) if "elapsed_s" in r), {}),
         "latency_predictor": latency_report,
         "results": rows,
-        "wall_s_this_call": round(time.perf_counter() - t0, 1),
+        "note": cfg.eval.note,
     }
+    stage("", "report")
+    results.update(wall_s_this_call=round(time.perf_counter() - t0, 1), stage_s_this_call=split)
     write_json(run_dir.results, results)
     write_reports(loaded, results)  # summary.md, pareto.png, train_curve.png
     return results

@@ -57,6 +57,12 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
             "with longer training (mosnas's benchmarks/results/ show longer runs, e.g. time_to_quality.md).",
             "",
         ]
+    if results.get("note"):
+        lines += [results["note"].strip(), ""]
+    split = results.get("stage_s_this_call") or {}
+    if split:  # where this call's wall time went (a stage reused from an earlier call shows ~0)
+        parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in split.items())
+        lines += [f"Wall time of this call: {results['wall_s_this_call'] / 60:.1f} minutes ({parts}).", ""]
     lp = results.get("latency_predictor")
     if lp:
         lines += [_predictor_line(lp), ""]
@@ -75,7 +81,12 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
             "| budget | evolutionary | random |",
             "|---|---:|---:|",
         ]
-        lines += [f"| {r['name']} | {r['fitness']:.4f} | {r['random_search_fitness']:.4f} |" for r in searched]
+        best = [r.get("search_fitness", r["fitness"]) for r in searched]
+        lines += [f"| {r['name']} | {b:.4f} | {r['random_search_fitness']:.4f} |" for r, b in zip(searched, best)]
+    reranked = [r for r in rows if r.get("rerank_note")]
+    if reranked:
+        lines += ["", "Final pick (search.rerank: the best candidates by fitness and the smallest arch, scored again):"]
+        lines += ["", *(f"- {r['name']}: {r['rerank_note']}" for r in reranked)]
     if rows:
         lines += ["", *family.report_notes(rows)]
     return "\n".join(lines) + "\n"

@@ -226,3 +226,35 @@ def random_search(
             bar.update(1)
     arch, best = ev.best()
     return SearchResult(arch, best, history, len(ev.cache), ev.ranked())
+
+
+def rerank(
+    space: Space,
+    result: SearchResult,
+    fitness: Fitness,
+    score: Callable[[Arch], float],
+    count: int,
+    constraints: Sequence[Constraint] | Budget | None = None,
+) -> tuple[SearchResult, list[dict[str, Any]]]:
+    """The final pick by a second, costlier measure: the `count` best distinct candidates of `result` (by the
+    fitness) and the space's smallest arch (when it meets the constraints) are scored by `score` (higher is
+    better, e.g. validation BLEU with beam search, what the user reports, where the fitness is a loss), and the
+    highest score wins (ties: the better fitness). HAT picks by the fitness alone (`count` = 0: unchanged).
+
+    Returns the result with its candidates re-ordered (the scored ones first, best score first; the rest as they
+    were) and one row per scored arch: arch dict, fitness, score, and whether it is the smallest arch."""
+    if count < 1:
+        return result, []
+    if isinstance(constraints, Budget):
+        constraints = constraints.constraints(space)
+    pool = [a for a, _ in result.candidates[:count]] or [result.arch]
+    smallest = space.smallest()
+    if smallest not in pool and all(c(smallest) for c in constraints or []):
+        pool.append(smallest)
+    known = dict(result.candidates)
+    fit = {a: known[a] if a in known else float(fitness(a)) for a in pool}
+    scores = {a: float(score(a)) for a in pool}
+    order = sorted(pool, key=lambda a: (-scores[a], fit[a]))
+    rows = [{"arch": a.to_dict(), "fitness": fit[a], "score": scores[a], "smallest": a == smallest} for a in order]
+    candidates = [(a, fit[a]) for a in order] + [(a, f) for a, f in result.candidates if a not in scores]
+    return SearchResult(order[0], fit[order[0]], result.history, result.num_evaluations, candidates), rows

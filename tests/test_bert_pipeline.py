@@ -58,6 +58,11 @@ def test_fitness_is_the_logged_validation_loss_of_the_same_sequences(tmp_path, o
     assert fit(run.space.largest()) == pytest.approx(logged["valid_loss_largest"], abs=1e-4)
     assert fit(run.space.smallest()) == pytest.approx(logged["valid_loss_smallest"], abs=1e-4)
     assert fit(run.space.largest()) != fit(run.space.smallest())
+    # search.rerank's selection score: the same loss on `rerank_sentences` sequences, negated (higher is better)
+    sc = SearchConfig(valid_sentences=4, rerank_sentences=8)
+    pick, about = bert.selection_score(run, sc, torch.device("cpu"), False)
+    assert about == {"rerank_metric": "-distill loss", "rerank_sentences": 8}
+    assert pick(run.space.smallest()) == pytest.approx(-fit(run.space.smallest()))
 
 
 @pytest.mark.parametrize(

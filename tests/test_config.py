@@ -195,7 +195,8 @@ def test_saved_config_round_trips_to_an_equal_config(tmp_path):
     saved.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as train.prepare_run_dir saves it
     assert config_from_dict(yaml.safe_load(saved.read_text())) == cfg  # as train.load_run re-reads it
     assert load_config(saved) == cfg  # a saved config given back as CONFIG
-    for path in sorted((ROOT / "configs").glob("*.yaml")):  # every bundled config
+    bundled = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "studies").glob("*_run.yaml"))
+    for path in bundled:  # every bundled run config (a study's frozen base too)
         cfg = load_config(path)
         assert config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg, path
 

@@ -89,6 +89,9 @@ def test_latency_search_export_report(run):
         "generator": "neuron",
         "steps": run.step,
         "latency_predictor": report,
+        "note": "A longer run of this recipe: 30 BLEU.",
+        "wall_s_this_call": 90.0,
+        "stage_s_this_call": {"train": 60.0, "latency": 30.0},
         "results": [
             {
                 "name": "test-budget",
@@ -97,12 +100,18 @@ def test_latency_search_export_report(run):
                 "fitness": 1.0,
                 "predicted_latency_ms": found["predicted_latency_ms"],
                 "random_search_fitness": 1.1,
+                "search_fitness": 0.9,
+                "rerank_note": "picked by val BLEU (300 sentences) among 4 archs: 12.30; the smallest arch 11.70",
                 **row,
             }
         ],
     }
     md = summary_markdown(results, run.family)
     assert "| test-budget |" in md and "tau" in md and "memory MiB" in md and "nrefs:1" in md
+    assert "A longer run of this recipe: 30 BLEU." in md
+    assert "Wall time of this call: 1.5 minutes (train 1.0, latency 0.5)." in md
+    assert "| test-budget | 0.9000 | 1.1000 |" in md  # the evolution's best fitness beside random search's
+    assert "Final pick" in md and "- test-budget: picked by val BLEU (300 sentences) among 4 archs: 12.30" in md
     assert pareto_plot(results, run.run_dir / "p.png", run.family).stat().st_size > 1000
 
 
@@ -129,3 +138,30 @@ def test_finetune_starts_from_inherited_weights(run, tmp_path):
     inherited = evaluate_loss(run.net, valid, arch, torch.device("cpu"))
     assert curve[0]["valid_nll_fixed"] == pytest.approx(inherited, abs=1e-4)  # step 0 = the supernet's subnet
     assert scratch[0]["valid_nll_fixed"] > curve[0]["valid_nll_fixed"]
+
+
+def test_search_rerank_picks_by_validation_bleu(run):
+    """search.rerank: the best candidates by the supernet's loss and the smallest arch are decoded on a seeded
+    validation sample; the highest BLEU wins and leads the fallbacks; the summary says how it was picked."""
+    from dataclasses import replace
+
+    from mosnas.mt.evaluate import evaluate_model
+
+    sc = replace(run.cfg.search, rerank=2, rerank_sentences=12, population=6, parents=2, generations=2)
+    found = search_stage(run, sc, "test-rerank", None, run.cfg.latency, progress=False)
+    rows = found["rerank"]
+    assert 2 <= len(rows) <= 3 and sum(r["smallest"] for r in rows) == 1  # + the smallest, unless among the best 2
+    assert found["rerank_metric"] == "val BLEU" and found["rerank_sentences"] == 12
+    for r in rows:  # each score is the exported subnet's BLEU on the sample, as `mosnas evaluate` would decode it
+        model = run.net.export(run.space.arch_from_dict(r["arch"]))
+        bleu = evaluate_model(model, run.tokenizer, run.cfg.data, "val", run.cfg.decode, 12, progress=False)["bleu"]
+        assert r["score"] == pytest.approx(bleu)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert found["evolution"]["arch"] == rows[0]["arch"] == found["evolution"]["candidates"][0]["arch"]
+    assert found["evolution"]["fitness"] == rows[0]["fitness"]
+    assert found["evolution_best_fitness"] == min(c["fitness"] for c in found["evolution"]["candidates"])
+    from mosnas.pipeline import _rerank_note
+
+    note = _rerank_note(found)
+    assert note.startswith(f"picked by val BLEU (12 sentences) among {len(rows)} archs: {rows[0]['score']:.2f}")
+    assert f"the smallest arch {next(r['score'] for r in rows if r['smallest']):.2f}" in note

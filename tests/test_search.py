@@ -14,7 +14,7 @@ from mosnas.mt.data import ParallelData
 from mosnas.mt.space import load_space
 from mosnas.mt.task import supernet_fitness
 from mosnas.mt.transformer import num_parameters
-from mosnas.search import Budget, evolutionary_search, random_search
+from mosnas.search import Budget, evolutionary_search, random_search, rerank
 from tests.conftest import ROOT, make_supernet
 
 SMALL = dict(population=20, parents=5, mutations=10, crossovers=10, generations=20, progress=False)
@@ -188,3 +188,29 @@ def test_summary_flags_a_searched_subnet_worse_than_the_smallest():
               {"name": "p-8M", "kind": "search", "distill_loss": 2.5},
               {"name": "p-15M", "kind": "search", "distill_loss": 1.5}]  # fmt: skip
     assert [n for n in _below_smallest(losses, bert) if n][0].startswith("Note: p-8M scores 2.50 distill loss")
+
+
+def test_rerank_picks_by_the_second_score_among_the_best_candidates_and_the_smallest(space):
+    """search.rerank: the `count` best archs by fitness plus the smallest arch are scored again; the highest score
+    wins, the fitness breaks ties, the other candidates keep their order behind, and count=0 changes nothing."""
+    smallest, largest = space.smallest(), space.largest()
+    fitness = _distance_to(space, largest)  # the largest is best by fitness
+    result = evolutionary_search(space, fitness, seed=2, **SMALL)
+    top = [a for a, _ in result.candidates[:3]]
+    assert smallest not in top
+    score = {a: float(i) for i, a in enumerate(top)}  # the third-best by fitness scores highest ...
+    score[smallest] = 1.5  # ... the smallest between the first two and the third
+    picked, rows = rerank(space, result, fitness, score.__getitem__, 3)
+    assert picked.arch == top[2] and picked.fitness == fitness(top[2])
+    assert [r["score"] for r in rows] == [2.0, 1.5, 1.0, 0.0] and [r["smallest"] for r in rows][1]
+    assert [a for a, _ in picked.candidates[:4]] == [top[2], smallest, top[1], top[0]]
+    assert [a for a, _ in picked.candidates[4:]] == [a for a, _ in result.candidates[3:] if a != smallest]
+    # the smallest wins when it scores highest; a constraint it breaks keeps it out
+    score[smallest] = 9.0
+    assert rerank(space, result, fitness, score.__getitem__, 3)[0].arch == smallest
+    not_smallest = lambda arch: arch != smallest
+    assert rerank(space, result, fitness, score.__getitem__, 3, [not_smallest])[0].arch == top[2]
+    # ties on the score: the better fitness wins
+    flat = lambda arch: 1.0
+    assert rerank(space, result, fitness, flat, 3)[0].arch == top[0]
+    assert rerank(space, result, fitness, score.__getitem__, 0) == (result, [])

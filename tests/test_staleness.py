@@ -42,6 +42,13 @@ def test_changed_inputs_redo_exactly_what_read_them(tiny_cfg, capsys):
     again = run(cfg, progress=False)
     assert _outputs(run_dir) == before and "redone" not in capsys.readouterr().err
     assert [r["bleu"] for r in again["results"]] == [r["bleu"] for r in first["results"]]
+    split = first["stage_s_this_call"]  # where the wall time went: every stage of this call, booked once
+    assert {"train", "reference", "search"} <= set(split) and sum(split.values()) <= first["wall_s_this_call"] + 0.5
+    assert "train" not in again["stage_s_this_call"]
+    # eval.note is words for summary.md, not an input of any stage
+    noted = run(tiny_cfg("eval.note=Longer training gives more BLEU."), progress=False)
+    assert _outputs(run_dir) == before and noted["note"] == "Longer training gives more BLEU."
+    assert "Longer training gives more BLEU." in (run_dir / "summary.md").read_text()
 
     # A tighter parameter budget than the old winner: searched again under the same budget name, and the
     # winner respects it (the old code returned the old winner, its JSON still saying max_params: 0).

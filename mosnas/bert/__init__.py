@@ -50,6 +50,7 @@ __all__ = [
     "prepare",
     "report_notes",
     "save_model",
+    "selection_score",
     "space_parts",
     "supernet_config",
     "task",
@@ -119,7 +120,7 @@ def init_info(cfg: Config) -> dict[str, Any]:
 # -- data and training: mosnas.bert.task (distillation) ----------------------------------------------------
 # >>> H1b: the distillation task, its fitness and the evaluation of an exported student (mosnas.bert.task)
 from mosnas.bert.glue import glue_table  # noqa: E402
-from mosnas.bert.task import RUN_FILES, check_inputs, evaluate, fitness, prepare, task  # noqa: E402
+from mosnas.bert.task import RUN_FILES, check_inputs, evaluate, fitness, prepare, selection_score, task  # noqa: E402
 
 
 def vocab(run_dir: Path) -> tuple[Any, int]:

@@ -9,6 +9,7 @@ test by default), which nothing is ever selected on."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,14 @@ def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tup
         return heldout_loss(student, batches, targets, distiller, device, bf16)
 
     return fit, {"valid_sequences": n, "objective": cfg.bert.objective}
+
+
+def selection_score(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tuple[Any, dict[str, Any]]:
+    """The search's final pick (`search.rerank`): the fitness on the first `search.rerank_sentences` validation
+    sequences (more than the search saw), negated so that higher is better. GLUE is not a pick-time measure: it
+    needs fine-tuning per task."""
+    fit, about = fitness(run, replace(sc, valid_sentences=sc.rerank_sentences), device, bf16)
+    return (lambda arch: -fit(arch)), {"rerank_metric": "-distill loss", "rerank_sentences": about["valid_sequences"]}
 
 
 def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, Any] | None) -> dict[str, Any]:

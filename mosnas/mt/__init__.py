@@ -54,6 +54,7 @@ __all__ = [
     "prepare",
     "report_notes",
     "save_model",
+    "selection_score",
     "space_parts",
     "supernet_config",
     "task",
@@ -140,6 +141,20 @@ def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tup
     validation pairs) and what the search records about it."""
     valid, _ = load_parallel(run.cfg.data, run.cfg.data.valid, run.tokenizer, sc.valid_sentences, seed=sc.seed)
     return supernet_fitness(run.net, valid, device, bf16), {"valid_sentences": len(valid)}
+
+
+def selection_score(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tuple[Any, dict[str, Any]]:
+    """The search's final pick (`search.rerank`): sacreBLEU of an arch's exported subnet on a seeded sample of
+    `search.rerank_sentences` validation pairs, beam search with the run's `decode` settings (higher is better;
+    the fitness is a loss, the user reports BLEU), decoded as `mosnas evaluate` decodes the exported model."""
+
+    def bleu(arch: Arch) -> float:
+        model = run.net.export(arch)
+        r = evaluate_model(model, run.tokenizer, run.cfg.data, run.cfg.data.valid, run.cfg.decode, sc.rerank_sentences,
+                           progress=False)  # fmt: skip
+        return r["bleu"]
+
+    return bleu, {"rerank_metric": f"{run.cfg.data.valid} BLEU", "rerank_sentences": sc.rerank_sentences}
 
 
 # -- exported models -------------------------------------------------------------------------------
