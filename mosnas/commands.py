@@ -50,6 +50,7 @@ def add_commands(sub: Any) -> None:
         sp.add_argument("--src-lang", help="source language (default: the model's record)")
         sp.add_argument("--tgt-lang", help="target language (default: the model's record)")
         sp.add_argument("--override-record", action="store_true", help=OVERRIDE_HELP)
+        sp.add_argument("--threads", type=int, default=0, help="CPU threads for decoding (default 0: torch's default)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = sub.add_parser("translate", help="translate lines from a file or stdin")
@@ -135,6 +136,18 @@ def _settings(args: argparse.Namespace, model: Path, record: dict[str, Any]) -> 
     return out
 
 
+def _set_threads(threads: int) -> None:
+    """torch's intra-op threads for decoding (0: leave torch's default); ConfigError below 0."""
+    from mosnas.errors import ConfigError
+
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _decode(settings: dict[str, tuple[Any, str]]) -> Any:
     from mosnas.config import DecodeConfig
 
@@ -149,6 +162,7 @@ def translate_command(args: argparse.Namespace) -> int:
 
     model_dir = Path(args.model)
     settings = _settings(args, model_dir, _model_record(model_dir))
+    _set_threads(args.threads)
     model, tok = load_model(model_dir)
     if not args.quiet:
         how = ", ".join(f"{k} {v} ({src})" for k, (v, src) in settings.items() if k.endswith("_lang"))
@@ -176,6 +190,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     model_dir = Path(args.model)
     s = _settings(args, model_dir, _model_record(model_dir))
+    _set_threads(args.threads)
     where = {"option": "--data", "model record": "the model's record", "default": "the default, data.dir"}
     require_dir(s["dir"][0], "data directory", f"from {where[s['dir'][1]]}", "point mosnas at a corpus with --data DIR")
     data = DataConfig(dir=s["dir"][0], src_lang=s["src_lang"][0], tgt_lang=s["tgt_lang"][0])

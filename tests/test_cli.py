@@ -61,7 +61,7 @@ def test_train_export_translate_evaluate(tmp_path):
     arch.write_text(json.dumps({**results["results"][1]["arch"], "decoder_ffn_dims": [48]}))
     out = mosnas("export", run_dir, "--arch", arch, "--out", tmp_path / "m")
     assert out.returncode == 0, out.stderr
-    tr = mosnas("translate", tmp_path / "m", "--beam", "2", stdin="A dog runs.\nTwo men.\n")
+    tr = mosnas("translate", tmp_path / "m", "--beam", "2", "--threads", "1", stdin="A dog runs.\nTwo men.\n")
     assert tr.returncode == 0 and len(tr.stdout.splitlines()) == 2, tr.stderr
     ev = mosnas("evaluate", tmp_path / "m", "--data", DATA, "--split", "val", "--limit", "5", "--beam", "2")
     assert ev.returncode == 0 and "BLEU signature: nrefs:1" in ev.stdout, ev.stderr
@@ -77,3 +77,22 @@ def test_train_export_translate_evaluate(tmp_path):
         mosnas("train", "configs/tiny.yaml", f"out_dir={tmp_path}", f"data.dir={DATA}", "train.lr=1"),
         "holds a different run",
     )
+
+
+def test_decoding_threads_are_set_and_checked():
+    """translate/evaluate --threads N sets torch's intra-op threads (0 leaves them); a negative count is refused."""
+    import torch
+
+    from mosnas.commands import _set_threads
+    from mosnas.errors import ConfigError
+
+    before = torch.get_num_threads()
+    try:
+        _set_threads(0)
+        assert torch.get_num_threads() == before
+        _set_threads(1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match="--threads must be >= 0, got -2"):
+            _set_threads(-2)
+    finally:
+        torch.set_num_threads(before)
