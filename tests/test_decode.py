@@ -139,3 +139,14 @@ def test_translate_equals_fairseq_reference(trained, beam, lenpen, max_len_a, ma
                 wrong.append((bonus, line))
     assert min(seen.values()) > 0, seen
     assert not wrong, f"{len(wrong)} of {len(lines)} differ from fairseq's algorithm, first {wrong[0]}"
+
+
+def test_blank_lines_translate_to_empty_lines(trained):
+    """Nothing in, nothing out: blank lines are not decoded (an untrained model would otherwise emit words for
+    them); the other lines translate exactly as they do without the blanks around them."""
+    model, tok = trained
+    lines = read_lines(DATA / "val.en.gz")[:3]
+    mixed = ["", lines[0], "   ", lines[1], "\t", lines[2]]
+    got = translate(model, tok, mixed, 2, 1.0, 0.2, 3, batch_size=2)
+    assert got[0] == got[2] == got[4] == "" and got[1::2] == translate(model, tok, lines, 2, 1.0, 0.2, 3, batch_size=2)
+    assert all(got[1::2])

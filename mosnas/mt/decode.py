@@ -111,14 +111,15 @@ def translate(
     progress: bool = False,
 ) -> list[str]:
     """Detokenized translations of raw `lines`, one line each (`data.one_line`: a translation never holds
-    a line break), batched by source length, in input order; see `beam_search` for the arguments."""
+    a line break), batched by source length, in input order; see `beam_search` for the arguments. A blank line
+    (empty or whitespace only) translates to an empty line without decoding: nothing in, nothing out."""
     from tqdm import tqdm
 
     from mosnas.mt.data import EOS, one_line, pad_batch
 
     device = next(model.parameters()).device
     ids = [x + [EOS] for x in tokenizer.encode(lines)]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    order = sorted((i for i in range(len(ids)) if lines[i].strip()), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(lines)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for chunk in tqdm(chunks, disable=not progress, desc="translate", dynamic_ncols=True):
