@@ -90,16 +90,19 @@ def score(spec: str, args: argparse.Namespace) -> list[dict]:
     run, generator, _ = parse_run(spec)
     loaded = load_run(WORK / f"ttq-{run}")
     archs = subnets(loaded.space, args.random)[: 1 if generator == "dense" else None]
-    ckpts = [(read_checkpoint(p)[0]["elapsed"], p) for p in list_checkpoints(loaded.run_dir)]  # (seconds, path)
+    ckpts = [(read_checkpoint(p)[0], p) for p in list_checkpoints(loaded.run_dir)]  # (state, path)
     decode = DecodeConfig(beam=loaded.cfg.decode.beam, batch_size=64)
     rows = []
-    for mark in args.marks:
-        final = mark >= args.minutes  # a run stops at the first update past its budget: its last checkpoint
-        at = [p for seconds, p in ckpts if final or seconds <= mark * 60 + 1e-6]
+    for mark in [None] if args.at_step else args.marks:
+        if mark is None:  # equal updates: the newest checkpoint at or before update --at-step
+            at = [p for state, p in ckpts if state["step"] <= args.at_step]
+        else:  # a run stops at the first update past its budget: the final mark is its last checkpoint
+            at = [p for state, p in ckpts if mark >= args.minutes or state["elapsed"] <= mark * 60 + 1e-6]
         if not at:
             continue
         meta, sd, _ = read_checkpoint(at[-1])
         path = at[-1]
+        mark = mark if mark is not None else round(meta["elapsed"] / 60, 2)
         load_model_state(loaded.net, sd, meta, loaded.space, path)
         for name, arch in archs:
             model = loaded.net.export(arch)
@@ -155,6 +158,7 @@ def main() -> None:
     p.add_argument("--random", type=int, default=0, help="also score N seeded random archs of each supernet")
     p.add_argument("--minutes", type=float, default=8.0, help="training time of each run (the loop's clock)")
     p.add_argument("--marks", type=float, nargs="+", default=[2, 4, 8], help="time marks scored (minutes)")
+    p.add_argument("--at-step", type=int, default=0, help="score at this update (equal updates) instead of --marks")
     p.add_argument("--every", type=int, default=25, help="updates between checkpoints")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--together", action="store_true", help="train the runs at the same time (side by side)")
@@ -176,6 +180,15 @@ def main() -> None:
         f"loop's clock (updates only). BLEU/chrF: sacreBLEU on a seeded sample of {args.eval_limit} sentences of "
         f"test_2016_flickr, beam {env.decode.beam}; `dense` = the largest arch trained alone.",
         "",
+        *(
+            [
+                f"Scored at equal updates: each run's newest checkpoint at or before update {args.at_step} (the "
+                "minutes column is that checkpoint's training time), not at time marks.",
+                "",
+            ]
+            if args.at_step
+            else []
+        ),
         "Runs (label:generator:overrides): " + ", ".join(f"`{r}`" for r in args.runs) + "; random archs: a seeded "
         "sample of the space, the same for every run.",
         "",
