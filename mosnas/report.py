@@ -51,14 +51,15 @@ def summary_markdown(results: dict[str, Any], family: Family) -> str:
     rows = results["results"]
     lines = [f"# {results['name']}: generator `{results['generator']}`, {results['steps']} training steps", ""]
     trained = (results.get("train_log_last") or {}).get("elapsed_s")
+    note = (results.get("note") or "").strip()  # eval.note: e.g. what longer training of this recipe gives
     if trained:  # so a short demo is not mistaken for the method's ceiling
-        lines += [
-            f"Trained {results['steps']} updates in {trained / 60:.1f} minutes of training; quality keeps rising "
-            "with longer training (mosnas's benchmarks/results/ show longer runs, e.g. time_to_quality.md).",
-            "",
-        ]
-    if results.get("note"):
-        lines += [results["note"].strip(), ""]
+        longer = note or (
+            "quality keeps rising with longer training (mosnas's benchmarks/results/ show longer runs, e.g. "
+            "time_to_quality.md)."
+        )
+        lines += [f"Trained {results['steps']} updates in {trained / 60:.1f} minutes of training; {longer}", ""]
+    elif note:
+        lines += [note, ""]
     split = results.get("stage_s_this_call") or {}
     if split:  # where this call's wall time went (a stage reused from an earlier call shows ~0)
         parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in split.items())
