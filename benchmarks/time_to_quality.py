@@ -170,7 +170,8 @@ def main() -> None:
     walls = train_all(args)
     rows = [r for spec in args.runs for r in score(spec, args)]
     meta = {**machine(), **{k: v for k, v in vars(args).items()}, "wall_s": walls}
-    env = load_run(WORK / f"ttq-{parse_run(next((r for r in args.runs if r != 'dense'), args.runs[0]))[0]}").cfg
+    first = next((r for r in args.runs if parse_run(r)[1] != "dense"), args.runs[0])  # a supernet's recipe
+    env = load_run(WORK / f"ttq-{parse_run(first)[0]}").cfg
     md = [
         "# Time to quality: BLEU against training time (quick start recipe)",
         "",
