@@ -50,7 +50,7 @@ def add_commands(sub: Any) -> None:
         sp.add_argument("--src-lang", help="source language (default: the model's record)")
         sp.add_argument("--tgt-lang", help="target language (default: the model's record)")
         sp.add_argument("--override-record", action="store_true", help=OVERRIDE_HELP)
-        sp.add_argument("--threads", type=int, default=0, help="CPU threads for decoding (default 0: torch's default)")
+        _setting(sp, "--threads", "train.threads", default=0, help="CPU threads for decoding (0: torch's default)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = sub.add_parser("translate", help="translate lines from a file or stdin")
