@@ -78,6 +78,7 @@ def read_with_transformers_alone(folders: list, lines: list[str], tmp_path) -> d
     return torch.load(out)
 
 
+@pytest.mark.slow
 def test_exported_students_load_in_transformers_alone_with_the_supernets_hidden_states(tmp_path):
     lines = wiki_lines(3)
     runs = {g: tiny_run(tmp_path / g, g) for g in ("shared", "layer", "neuron")}

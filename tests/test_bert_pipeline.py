@@ -29,6 +29,7 @@ def _last(run_dir):
     return load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "optimizer.safetensors"))
 
 
+@pytest.mark.slow
 def test_the_hidden_projection_trains_and_resumes_exactly(tmp_path):
     """objective=both: the projection is optimized with the supernet, checkpointed as task.* tensors, and a run
     stopped at step 2 and resumed ends bit-identical to one that ran 4 steps at once."""

@@ -29,6 +29,7 @@ def _rows(results: dict) -> dict[str, dict]:
     return {r["name"]: r for r in results["results"]}
 
 
+@pytest.mark.slow
 def test_changed_inputs_redo_exactly_what_read_them(tiny_cfg, capsys):
     cfg = tiny_cfg()
     run_dir = cfg.run_dir
@@ -81,6 +82,7 @@ def test_changed_inputs_redo_exactly_what_read_them(tiny_cfg, capsys):
     assert all(_outputs(run_dir)[k] == before[k] for k in unchanged)
 
 
+@pytest.mark.slow
 def test_latency_command_measures_the_samples_it_is_asked_for(tiny_cfg, capsys):
     cfg = tiny_cfg()
     run(cfg, progress=False)
@@ -112,6 +114,7 @@ def test_latency_command_measures_the_samples_it_is_asked_for(tiny_cfg, capsys):
     assert all(s["settings"]["repeats"] == 3 for s in remeasured)
 
 
+@pytest.mark.slow
 def test_force_with_another_generator_leaves_nothing_of_the_old_supernet(tiny_cfg):
     cfg = tiny_cfg()
     run(cfg, progress=False)
@@ -131,6 +134,7 @@ def test_force_with_another_generator_leaves_nothing_of_the_old_supernet(tiny_cf
     assert read_json(cfg.run_dir / "latency" / "report.json")["made_from"]["checkpoint"]["step"] == checkpoint["step"]
 
 
+@pytest.mark.slow
 def test_a_failed_evaluation_leaves_nothing_trusted(tiny_cfg):
     cfg = tiny_cfg()
     run(cfg, progress=False)
@@ -143,6 +147,7 @@ def test_a_failed_evaluation_leaves_nothing_trusted(tiny_cfg):
     assert (cfg.run_dir / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_more_training_makes_every_derived_output_stale(tiny_cfg, capsys):
     cfg = tiny_cfg()
     run(cfg, progress=False)
@@ -161,6 +166,7 @@ def test_more_training_makes_every_derived_output_stale(tiny_cfg, capsys):
     assert "latency predictor: redone (checkpoint.step changed 6 -> 8" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_finetune_folders_follow_their_inputs(tiny_cfg, capsys):
     settings = ("finetune.steps=2", "finetune.valid_every=1", "finetune.valid_bleu=4")
     cfg = tiny_cfg(*settings)

@@ -83,6 +83,7 @@ def test_update_freq_accumulates_the_same_global_batch_as_two_ranks(tmp_path):
     assert meta["position"] == 2  # two batches consumed by one update
 
 
+@pytest.mark.slow
 def test_torchrun_time_budget_stops_every_rank_together(tmp_path):
     # Rank 0 validates after every step while rank 1 waits in the next collective: with per-rank clocks
     # rank 1 reached the budget first and left rank 0 alone in a collective, a hang (no progress for 55 s).
@@ -98,6 +99,7 @@ def test_torchrun_time_budget_stops_every_rank_together(tmp_path):
     assert max(r["step"] for r in log) == checkpoint_step(ckpts[-1])  # the final step was checkpointed
 
 
+@pytest.mark.slow
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "mosnas", "train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}"]
     cmd += ["train.max_steps=100000", "train.log_every=1", "train.valid_every=1000", "train.ckpt_every=1000"]

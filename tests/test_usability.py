@@ -156,6 +156,7 @@ def test_report_rebuilds_the_summary_with_work_done_by_hand(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
 
 
+@pytest.mark.slow
 def test_translate_streams_each_stdin_line_as_soon_as_it_is_translated(tmp_path):
     assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet"]) == 0
     assert main(["export", str(tmp_path / "tiny"), "--arch", "smallest"]) == 0
@@ -175,6 +176,7 @@ def test_translate_streams_each_stdin_line_as_soon_as_it_is_translated(tmp_path)
         proc.wait()
 
 
+@pytest.mark.slow
 def test_latency_budgets_are_easy_to_choose(tmp_path, capsys):
     assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "--quiet"]) == 0
     run = tmp_path / "tiny"
