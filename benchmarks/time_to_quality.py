@@ -27,6 +27,7 @@ from _common import ROOT, machine, write  # noqa: E402
 from mosnas.checkpoint import list_checkpoints, read_checkpoint  # noqa: E402
 from mosnas.config import DecodeConfig  # noqa: E402
 from mosnas.mt.evaluate import evaluate_model  # noqa: E402
+from mosnas.records import read_json  # noqa: E402
 from mosnas.run import load_model_state, load_run  # noqa: E402
 from mosnas.space import arch_to_dict  # noqa: E402
 
@@ -90,7 +91,8 @@ def score(spec: str, args: argparse.Namespace) -> list[dict]:
     run, generator, _ = parse_run(spec)
     loaded = load_run(WORK / f"ttq-{run}")
     archs = subnets(loaded.space, args.random)[: 1 if generator == "dense" else None]
-    ckpts = [(read_checkpoint(p)[0], p) for p in list_checkpoints(loaded.run_dir)]  # (state, path)
+    # (state, path): each checkpoint's state.json only; the one scored is read (and checksummed) below
+    ckpts = [(read_json(p / "state.json"), p) for p in list_checkpoints(loaded.run_dir)]
     decode = DecodeConfig(beam=loaded.cfg.decode.beam, batch_size=64)
     rows = []
     for mark in [None] if args.at_step else args.marks:
