@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import re
 import typing
@@ -15,8 +16,10 @@ _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 _FIELD = re.compile(r"^\s+(\w+)\s*:")
 
 
+@functools.lru_cache(maxsize=None)
 def _meanings(cls: type) -> dict[str, str]:
-    """The comment written beside each field of `cls` ('' where there is none)."""
+    """The comment written beside each field of `cls` ('' where there is none); read from the source once per
+    process (every command line builds the parser, whose help texts use it). Do not mutate the result."""
     try:
         lines = inspect.getsourcelines(cls)[0]
     except (OSError, TypeError):
@@ -101,7 +104,12 @@ def rows(section: str | None = None) -> list[dict[str, str]]:
 
 def meaning(key: str) -> str:
     """The meaning of one dotted config key ('' if unknown or undocumented)."""
-    return next((r["meaning"] for r in rows() if r["key"] == key), "")
+    return _meaning_index().get(key, "")
+
+
+@functools.lru_cache(maxsize=1)
+def _meaning_index() -> dict[str, str]:
+    return {r["key"]: r["meaning"] for r in rows()}
 
 
 def markdown(section: str | None = None) -> str:
