@@ -152,7 +152,13 @@ def verdict(summary: dict[str, dict[str, Any]], generators: dict[str, str]) -> l
         )
         if generators.get(v) != "shared" and m_side == "better" and "beyond" in m_why:
             wins.append((v, t_side == "better" and "beyond" in t_why))
-    if not wins:
+    one_seed = any(min(s["bleu"]["mae"]["n"], summary[base]["bleu"]["mae"]["n"]) < 2 for s in summary.values())
+    if not wins and one_seed:
+        lines.append(
+            "No verdict yet: with one seed the seeds' spread is unknown, so these differences decide nothing (the "
+            "study's other seeds: --seeds)."
+        )
+    elif not wins:
         lines.append(
             f"Here MoS does not beat plain sharing on supernet fidelity: no MoS variant has a lower MAE than "
             f"{base} beyond the seeds' spread."
