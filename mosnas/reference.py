@@ -16,7 +16,7 @@ _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 _FIELD = re.compile(r"^\s+(\w+)\s*:")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _meanings(cls: type) -> dict[str, str]:
     """The comment written beside each field of `cls` ('' where there is none); read from the source once per
     process (every command line builds the parser, whose help texts use it). Do not mutate the result."""

@@ -244,6 +244,30 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert "\nscratch " not in out and "\npareto neuron/s1" in out and "\nretrain " not in out
 
 
+def test_the_report_is_rebuilt_while_another_process_runs_the_study(tmp_path, capsys):
+    """A running study holds its seeds' locks: a second runner is refused in one line naming it, while
+    `--only report` reads the finished pieces and writes the report beside it."""
+    import subprocess
+
+    path = study_file(tmp_path)
+    lock_dir = tmp_path / "work" / "locks" / "s1"
+    lock_dir.mkdir(parents=True)
+    code = f"from mosnas.lock import lock_run; lock_run({str(lock_dir)!r}); print('held', flush=True); "
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code + "import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["study", str(path), "--only", "pareto", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(holder.pid) in err, err
+        assert main(["study", str(path), "--only", "report", "--quiet"]) == 0
+        assert "Nothing scored both ways yet." in (tmp_path / "results" / "tiny_study.md").read_text()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_shipped_studies_load_and_plan(tmp_path):
     """The CPU study: every piece estimated well under an hour on 2 cores; the paper-scale one: HAT's protocol
     on a corpus folder with WMT's split names, supernets through torchrun."""

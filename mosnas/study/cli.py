@@ -32,7 +32,8 @@ def add_commands(sub: Any) -> None:
         "--only",
         nargs="+",
         choices=("fidelity", "retrain", "pareto", "prepare", "report"),
-        help="run only these parts (prepare: the vocabulary and arch set; report: rebuild the report); default: all",
+        help="run only these parts (prepare: the vocabulary and arch set; report: rebuild the report from the "
+        "finished pieces, also while another call runs the study); default: all",
     )
     _setting(
         s, "--seeds", "train.seed", nargs="+", default=None, help="run only these of the study's seeds (default: all)"
@@ -71,9 +72,11 @@ def study_command(args: argparse.Namespace) -> int:
         print(describe(study, pieces))
         return 0
     study.records.refuse_stale(pieces)  # one line, before any work
-    # one writer per seed (processes on other seeds may share the work dir) and for the shared pieces
+    # one writer per seed (processes on other seeds may share the work dir) and for the shared pieces; --only
+    # report reads the pieces and writes only the report, so it runs beside a study that holds its seeds
     shared = any(p.seed is None and study.records.status(p)[0] != "done" for p in pieces)
-    for name in [f"s{s}" for s in seeds] + (["shared"] if shared else []):
+    names = [] if only == ("report",) else [f"s{s}" for s in seeds] + (["shared"] if shared else [])
+    for name in names:
         (study.dir.root / "locks" / name).mkdir(parents=True, exist_ok=True)
         lock_run(study.dir.root / "locks" / name)
     t0 = time.perf_counter()
