@@ -262,7 +262,8 @@ def test_the_report_is_rebuilt_while_another_process_runs_the_study(tmp_path, ca
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and str(holder.pid) in err, err
         assert main(["study", str(path), "--only", "report", "--quiet"]) == 0
-        assert "Nothing scored both ways yet." in (tmp_path / "results" / "tiny_study.md").read_text()
+        page = (tmp_path / "results" / "tiny_study.md").read_text()
+        assert "Nothing scored both ways yet." in page and "**Progress: 0 of 17 pieces finished** (vocab 0/1" in page
     finally:
         holder.kill()
         holder.wait()
@@ -298,7 +299,7 @@ def test_a_tiny_study_end_to_end(tmp_path, capsys):
     assert main(["study", str(path), "--quiet"]) == 0
     capsys.readouterr()
     data = json.loads((tmp_path / "results" / "tiny_study.json").read_text())
-    assert (tmp_path / "results" / "tiny_study.md").is_file()
+    assert "Progress: all 17 pieces finished." in (tmp_path / "results" / "tiny_study.md").read_text()
     assert (tmp_path / "results" / "tiny_study_fidelity.png").stat().st_size > 1000
     assert (tmp_path / "results" / "tiny_study_pareto.png").stat().st_size > 1000
     per_seed = data["fidelity"]["per_seed"]

@@ -66,6 +66,22 @@ def _header(study: Study, data: dict[str, Any]) -> list[str]:
         f"`{ev.bleu_split}` ({ev.bleu_sentences or 'all'} sentences). Intervals: 95% bootstrap over the archs "
         f"({ev.resamples} resamples).",
         "",
+        *_progress(m.get("progress")),
+    ]
+
+
+def _progress(p: dict[str, Any] | None) -> list[str]:
+    """'Progress: 52 of 142 pieces finished (...)': what the numbers below rest on."""
+    if not p:
+        return []
+    done, total = (sum(c[i] for c in p["kinds"].values()) for i in (0, 1))
+    if done == total:
+        return [f"Progress: all {total} pieces finished.", ""]
+    kinds = ", ".join(f"{k} {d}/{t}" for k, (d, t) in p["kinds"].items())
+    return [
+        f"**Progress: {done} of {total} pieces finished** ({kinds}); the rest ~{p['todo_h']:.1f} h by the --dry-run "
+        "estimate. Every number below comes from the finished pieces only; the same command continues the study.",
+        "",
     ]
 
 
