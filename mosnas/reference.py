@@ -107,7 +107,7 @@ def meaning(key: str) -> str:
     return _meaning_index().get(key, "")
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def _meaning_index() -> dict[str, str]:
     return {r["key"]: r["meaning"] for r in rows()}
 

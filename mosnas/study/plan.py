@@ -206,16 +206,15 @@ def describe(study: Study, pieces: list[Piece]) -> str:
         "",
         f"{'piece':44s} {'seed':>4s} {'status':>8s} {'steps':>6s} {'est. min':>9s}",
     ]
-    todo = 0.0
     for p in pieces:
         status, why = study.records.status(p)
         wall = (study.records.record(p.kind, p.key) or {}).get("wall_s") if status == "done" else None
         shown = f"{wall / 60:.1f}*" if wall is not None else f"{p.estimate_s / 60:.1f}"
-        todo += 0 if status == "done" else p.estimate_s
         seed = "-" if p.seed is None else str(p.seed)
         steps = str(p.steps) if p.steps else "-"
         lines.append(f"{p.name:44s} {seed:>4s} {status:>8s} {steps:>6s} {shown:>9s}" + (f"  ({why})" if why else ""))
-    done = sum(study.records.status(p)[0] == "done" for p in pieces)
+    counted = tally(study, pieces)
+    done = sum(d for d, _ in counted["kinds"].values())
     est = sc.estimate
     kinds = dict.fromkeys(p.kind for p in pieces)
     lines += ["", "by kind: " + "; ".join(
@@ -224,9 +223,24 @@ def describe(study: Study, pieces: list[Piece]) -> str:
     )]  # fmt: skip
     lines += [
         "",
-        f"{len(pieces)} pieces, {done} done (* = measured minutes); the rest ~{todo / 3600:.1f} h by a rough estimate "
+        f"{len(pieces)} pieces, {done} done (* = measured minutes); the rest ~{counted['todo_h']:.1f} h "
+        "by a rough estimate "
         f"(training FLOPs at {est.train_gflops:g} GFLOP/s, translation at {est.decode_sentences_per_s:g} sentences/s: "
         "the estimate section of the study config). A retraining piece also trains the searched arch from scratch "
         "and a compute-matched control.",
     ]
     return "\n".join(lines)
+
+
+def tally(study: Study, pieces: list[Piece]) -> dict[str, Any]:
+    """How much of `pieces` is finished: per piece kind `[done, total]`, and `todo_h`, the unfinished pieces'
+    estimated hours (the study config's estimate section)."""
+    kinds: dict[str, list[int]] = {}
+    todo = 0.0
+    for piece in pieces:
+        done = study.records.status(piece)[0] == "done"
+        counts = kinds.setdefault(piece.kind, [0, 0])
+        counts[0] += done
+        counts[1] += 1
+        todo += 0 if done else piece.estimate_s
+    return {"kinds": kinds, "todo_h": round(todo / 3600, 2)}

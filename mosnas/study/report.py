@@ -17,7 +17,7 @@ from mosnas.paths import PROJECT
 from mosnas.records import write_json, write_text
 from mosnas.study import figures
 from mosnas.study.markdown import markdown
-from mosnas.study.plan import PARTS, arch_set, plan
+from mosnas.study.plan import PARTS, arch_set, plan, tally
 from mosnas.study.results import (
     REFERENCE,
     REFERENCE_SOURCE,
@@ -92,22 +92,8 @@ def _meta(study: Study, done: dict) -> dict[str, Any]:
         "base": str(config.relative_to(PROJECT)) if config.is_relative_to(PROJECT) else str(config),
         "commands": commands,
         "wall_s": sum(r["wall_s"] for d in done.values() for r in d.values()),
-        "progress": progress(study),
+        "progress": tally(study, plan(study, PARTS, study.cfg.seeds)),
     }
-
-
-def progress(study: Study) -> dict[str, Any]:
-    """How much of the whole study (every part and seed) is finished: per piece kind `[done, total]`, and
-    `todo_h`, the rest in hours by the --dry-run estimate."""
-    kinds: dict[str, list[int]] = {}
-    todo = 0.0
-    for piece in plan(study, PARTS, study.cfg.seeds):
-        done = study.records.status(piece)[0] == "done"
-        counts = kinds.setdefault(piece.kind, [0, 0])
-        counts[0] += done
-        counts[1] += 1
-        todo += 0 if done else piece.estimate_s
-    return {"kinds": kinds, "todo_h": round(todo / 3600, 2)}
 
 
 def write_report(study: Study, config_path: str | Path) -> dict[str, Path]:
