@@ -208,6 +208,34 @@ def test_compute_accounting():
     assert elapsed_at(log, 0) == 0 and elapsed_at(log, 75) == 20.0 and elapsed_at(log, 25) == 5.0
 
 
+def test_side_by_side_latency_needs_the_fronts_and_matches_rows_by_arch(tmp_path):
+    """The side-by-side piece of a seed reads every variant's finished Pareto piece (refused in one line, before
+    any timing, when one is missing); its latencies go to the rows of that seed whose arch it measured."""
+    from mosnas.study.plan import latency_piece
+    from mosnas.study.side_by_side import attach
+    from mosnas.study.work import Study
+
+    study = Study(load_study(study_file(tmp_path)))
+    with pytest.raises(ConfigError, match=r"latency s1 needs the piece pareto shared/s1 finished first"):
+        latency_piece(study, 1).work()
+    a, b, c = {"encoder_layers": 1}, {"encoder_layers": 2}, {"encoder_layers": 3}
+    measured = {1: {"archs": [{"arch": a, "latency_ms": 10.0}, {"arch": b, "latency_ms": 20.0}]}}
+    rows = [{"seed": 1, "arch": a}, {"seed": 1, "arch": b}, {"seed": 1, "arch": c}, {"seed": 2, "arch": a}]
+    assert [r["side_by_side_ms"] for r in attach(rows, measured)] == [10.0, 20.0, None, None]
+
+
+def test_a_slow_phase_shows_beside_the_median_step_time(tmp_path):
+    """The supernets' table: the median seconds per update between log records, so a training time inflated by a
+    slow phase (another job) stands out; None without a log."""
+    from mosnas.study.report import median_step_s
+
+    steps = [(20, 30.0), (40, 60.0), (60, 150.0), (80, 180.0)]  # 1.5 s/step, then a slow phase at 4.5 s/step
+    log = [{"step": s, "elapsed_s": t} for s, t in steps] + [{"step": 80, "valid_nll": 3.0}]
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert median_step_s(str(tmp_path)) == 1.5 and 180.0 > 80 * 1.5
+    assert median_step_s(str(tmp_path / "gone")) is None and median_step_s(None) is None
+
+
 # -- pieces: skip, refuse, redo -------------------------------------------------------------------------
 def test_pieces_are_skipped_refused_or_redone(tmp_path, capsys):
     calls = []
@@ -237,11 +265,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     for line in ("supernet shared/s1", "supernet neuron/s1", "retrain neuron/s1", "pareto shared/s1", "vocab spm"):
         assert line in out
-    assert out.count("scratch arch-") == 3 and out.count("\neval ") == 6 and "17 pieces, 0 done" in out
+    assert out.count("scratch arch-") == 3 and out.count("\neval ") == 6 and "18 pieces, 0 done" in out
     assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
     assert main(["study", str(path), "--dry-run", "--only", "pareto"]) == 0
     out = capsys.readouterr().out
     assert "\nscratch " not in out and "\npareto neuron/s1" in out and "\nretrain " not in out
+    assert out.rstrip().count("\nlatency s1 ") == 1  # after both Pareto pieces: their archs side by side
+    assert out.index("\nlatency s1 ") > out.index("\npareto neuron/s1")
 
 
 def test_the_report_is_rebuilt_while_another_process_runs_the_study(tmp_path, capsys):
@@ -263,7 +293,7 @@ def test_the_report_is_rebuilt_while_another_process_runs_the_study(tmp_path, ca
         assert len(err.strip().splitlines()) == 1 and str(holder.pid) in err, err
         assert main(["study", str(path), "--only", "report", "--quiet"]) == 0
         page = (tmp_path / "results" / "tiny_study.md").read_text()
-        assert "Nothing scored both ways yet." in page and "**Progress: 0 of 17 pieces finished** (vocab 0/1" in page
+        assert "Nothing scored both ways yet." in page and "**Progress: 0 of 18 pieces finished** (vocab 0/1" in page
     finally:
         holder.kill()
         holder.wait()
@@ -299,7 +329,7 @@ def test_a_tiny_study_end_to_end(tmp_path, capsys):
     assert main(["study", str(path), "--quiet"]) == 0
     capsys.readouterr()
     data = json.loads((tmp_path / "results" / "tiny_study.json").read_text())
-    assert "Progress: all 17 pieces finished." in (tmp_path / "results" / "tiny_study.md").read_text()
+    assert "Progress: all 18 pieces finished." in (tmp_path / "results" / "tiny_study.md").read_text()
     assert (tmp_path / "results" / "tiny_study_fidelity.png").stat().st_size > 1000
     assert (tmp_path / "results" / "tiny_study_pareto.png").stat().st_size > 1000
     per_seed = data["fidelity"]["per_seed"]
@@ -331,10 +361,18 @@ def test_a_tiny_study_end_to_end(tmp_path, capsys):
     kinds = [(r["variant"], r["kind"]) for r in data["pareto"]]
     assert kinds.count(("neuron", "finetuned")) == 3 and kinds.count(("shared", "search")) == 3
     assert all(r["measured_latency_ms"] > 0 for r in data["pareto"])
+    assert all(s["median_s_per_step"] > 0 for s in data["supernets"])
+    side = data["pareto_latency"]["1"]  # every arch of both fronts timed together: one latency per arch
+    assert len(side["archs"]) == len({json.dumps(r["arch"], sort_keys=True) for r in data["pareto"]})
+    assert all(r["side_by_side_ms"] > 0 for r in data["pareto"]) and side["blocks"] == 3
+    for r in data["pareto"]:  # an arch and its fine-tuned copy share one side-by-side latency
+        twin = [q for q in data["pareto"] if q["arch"] == r["arch"]]
+        assert {q["side_by_side_ms"] for q in twin} == {r["side_by_side_ms"]}
+    assert "Side by side, seed 1: " in (tmp_path / "results" / "tiny_study.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (work / "pieces").glob("*/*.json")}
     targets = {r["target"]["piece"] for r in data["retrain"]}  # the searched archs trained from scratch: shared
     planned = {f"{a['key']}/s1" for a in data["archs"]}  # with the fixed set's when the same arch
-    assert len(stamps) == 17 + len(targets - planned)
+    assert len(stamps) == 18 + len(targets - planned)
 
     assert main(["study", str(path), "--quiet"]) == 0  # everything done: nothing redone
     assert "== study" not in capsys.readouterr().err

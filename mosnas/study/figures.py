@@ -52,21 +52,26 @@ def fidelity_plot(per_seed: list[dict[str, Any]], variants: list[str], title: st
 
 
 def pareto_plot(rows: list[dict[str, Any]], variants: list[str], title: str, path: str | Path) -> Path | None:
-    """Every variant's searched winners against their measured latency: fine-tuned (filled, joined by budget)
-    and with inherited weights (hollow), one line per variant and seed. None when no front is measured."""
-    shown = [r for r in rows if r.get("measured_latency_ms") is not None and r.get("bleu") is not None]
+    """Every variant's searched winners against their latency: fine-tuned (filled, joined by budget) and with
+    inherited weights (hollow), one line per variant and seed. The latency is the side-by-side re-measurement
+    (`side_by_side_ms`, one axis for all fronts) when every row has one, else each piece's own measurement (the
+    axis label says which). None when no front is measured."""
+    one_axis = bool(rows) and all(r.get("side_by_side_ms") is not None for r in rows)
+    ms = "side_by_side_ms" if one_axis else "measured_latency_ms"
+    shown = [{**r, "ms": r[ms]} for r in rows if r.get(ms) is not None and r.get("bleu") is not None]
     if not shown:
         return None
     fig, ax = _figure((6.4, 4.6))
     for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in shown):
         color = COLORS[variants.index(variant) % len(COLORS)]
         mine = [r for r in shown if (r["variant"], r["seed"]) == (variant, seed)]
-        tuned = sorted((r["measured_latency_ms"], r["bleu"]) for r in mine if r["kind"] == "finetuned")
-        found = sorted((r["measured_latency_ms"], r["bleu"]) for r in mine if r["kind"] == "search")
+        tuned = sorted((r["ms"], r["bleu"]) for r in mine if r["kind"] == "finetuned")
+        found = sorted((r["ms"], r["bleu"]) for r in mine if r["kind"] == "search")
         if tuned:
             ax.plot(*zip(*tuned), "o-", c=color, ms=5, lw=1.2, label=f"{variant} s{seed}, fine-tuned")
         if found:
             ax.scatter(*zip(*found), facecolors="none", edgecolors=color, s=30, label=f"{variant} s{seed}, inherited")
-    ax.set_xlabel("measured latency (ms; HAT's protocol, the exported model)")
+    where = "all archs measured side by side" if one_axis else "each piece's own measurement"
+    ax.set_xlabel(f"latency (ms; HAT's protocol, the exported model; {where})")
     ax.set_ylabel("BLEU (higher is better)")
     return save_figure(fig, ax, title, path)

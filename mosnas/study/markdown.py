@@ -219,18 +219,33 @@ def _retrain(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _side(measured: dict[str, Any]) -> str:
+    spread = [a["range_pct"] for a in measured["archs"]]
+    return (
+        f"{len(measured['archs'])} archs, {measured['blocks']} blocks of {measured['repeats']} interleaved rounds, "
+        f"{measured['precision']}, exported from {measured['exported_from']}; the blocks' spread per arch "
+        f"{min(spread):.1f}–{max(spread):.1f}% (median {sorted(spread)[len(spread) // 2]:.1f}%)"
+    )
+
+
 def _pareto(data: dict[str, Any], files: dict[str, str]) -> list[str]:
     rows = [
         [r["variant"], str(r["seed"]), r["name"], r["kind"], _v(r.get("budget_ms")), _v(r.get("measured_latency_ms"))]
-        + [f"{r['parameters']:,}" if r.get("parameters") else "-", _v(r.get("bleu"))]
+        + [_v(r.get("side_by_side_ms")), f"{r['parameters']:,}" if r.get("parameters") else "-", _v(r.get("bleu"))]
         for r in data["pareto"]
     ]
     lines = ["## Pareto fronts", ""]
-    lines += (
-        _table(["variant", "seed", "subnet", "kind", "budget ms", "measured ms", "params", "BLEU"], rows)
-        if rows
-        else ["No Pareto piece finished yet."]
-    )
+    if rows:
+        lines += [
+            "Budgets and *measured ms* are each piece's own (its predictor, its re-measurement of the winner, minutes "
+            "apart); *side by side ms* times every arch of a seed's fronts together in one session (interleaved, "
+            "the study's latency settings): the one axis on which fronts of different variants compare."
+        ]
+        measured = sorted(data.get("pareto_latency", {}).items())
+        lines += [f"Side by side, seed {seed}: {_side(m)}." for seed, m in measured]
+        lines.append("")
+    header = ["variant", "seed", "subnet", "kind", "budget ms", "measured ms", "side by side ms", "params", "BLEU"]
+    lines += _table(header, rows) if rows else ["No Pareto piece finished yet."]
     if "pareto" in files:
         lines += ["", f"![Pareto fronts]({files['pareto']})"]
     return lines + [""]
@@ -238,18 +253,21 @@ def _pareto(data: dict[str, Any], files: dict[str, str]) -> list[str]:
 
 def _supernets(data: dict[str, Any]) -> list[str]:
     rows = [
-        [s["variant"], str(s["seed"]), str(s["steps"]), _v(s["train_s"] / 60, 1), s.get("precision") or "-"]
-        + [str(s.get("world_size") or 1), _v(s["wall_s"] / 60, 1)]
+        [s["variant"], str(s["seed"]), str(s["steps"]), _v(s["train_s"] / 60, 1), _v(s.get("median_s_per_step"), 3)]
+        + [s.get("precision") or "-", str(s.get("world_size") or 1), _v(s["wall_s"] / 60, 1)]
         for s in data["supernets"]
     ]
     if not rows:
         return []
-    head = ["variant", "seed", "steps", "training min", "precision", "processes", "piece min"]
+    head = ["variant", "seed", "steps", "training min", "median s/step", "precision", "processes", "piece min"]
     return [
         "## Supernets",
         "",
-        "Training minutes: the training loop's own clock (updates only); piece minutes: the whole piece. The "
-        "command that trained each is in the JSON (`supernets[].command`).",
+        "Training minutes: the training loop's own clock (updates only); median s/step: between its log records. "
+        "Training minutes well above steps × median s/step mean a slow phase of the machine (another job beside "
+        "it): the retraining's wall-matched control is given that time too (its FLOPs-matched control is not "
+        "affected). Piece minutes: the whole piece. The command that trained each is in the JSON "
+        "(`supernets[].command`).",
         "",
         *_table(head, rows),
         "",

@@ -1,6 +1,7 @@
 """The pieces of a study in the order they run, with their inputs, their work and a rough estimate of their
 time: the vocabulary and the fixed arch set; then per seed the supernets, the archs trained from scratch and
-the evaluations (fidelity); then retraining and the Pareto fronts per variant and seed."""
+the evaluations (fidelity); then retraining and the Pareto fronts per variant and seed, and per seed the
+fronts' archs measured side by side."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from dataclasses import asdict
 from typing import Any
 
 from mosnas.family import family_of
-from mosnas.records import write_json
+from mosnas.records import made_from, write_json
 from mosnas.schedule import step_archs
 from mosnas.space import Arch
 from mosnas.study.archs import arch_key, random_archs, spanning_archs
-from mosnas.study.pieces import Piece
+from mosnas.study.pieces import Piece, inputs_sha
 from mosnas.study.work import Study
 
 PARTS = ("fidelity", "retrain", "pareto")  # what `--only` selects (and prepare: vocabulary and arch set only)
@@ -145,6 +146,20 @@ def pareto_piece(study: Study, variant: str, seed: int) -> Piece:
     return piece
 
 
+def latency_piece(study: Study, seed: int) -> Piece:
+    """Every arch of the seed's Pareto pieces re-measured side by side (mosnas.study.side_by_side), after them."""
+    from mosnas.study.side_by_side import BLOCKS, side_by_side
+
+    lc = study.supernet_config(study.cfg.variants[0][0], seed).latency
+    pareto = {v: inputs_sha(made_from(**pareto_piece(study, v, seed).inputs)) for v, _ in study.cfg.variants}
+    inputs = {"pareto": pareto, "latency": asdict(lc), "blocks": BLOCKS}
+    after = tuple(f"pareto {v}/s{seed}" for v in pareto)
+    piece = Piece("latency", f"s{seed}", seed, inputs, lambda: side_by_side(study, seed), after=after)
+    archs = len(pareto) * (2 + len(study.cfg.pareto.latency_fractions))  # at most: references and winners
+    piece.estimate_s = archs * BLOCKS * (lc.warmup + lc.repeats) * 0.1 + 30  # rough: 0.1 s per timed translation
+    return piece
+
+
 def plan(study: Study, parts: tuple[str, ...], seeds: tuple[int, ...]) -> list[Piece]:
     """The pieces `parts` need for `seeds`, in the order they run (each skipped while done)."""
     variants = [name for name, _ in study.cfg.variants]
@@ -161,6 +176,7 @@ def plan(study: Study, parts: tuple[str, ...], seeds: tuple[int, ...]) -> list[P
             pieces += [eval_piece(study, v, seed, a) for v in variants for a in archs]
     for part, make in (("retrain", retrain_piece), ("pareto", pareto_piece)):
         pieces += [make(study, v, seed) for seed in want.get(part, []) for v in variants]
+    pieces += [latency_piece(study, seed) for seed in want.get("pareto", [])]  # the fronts on one latency axis
     return pieces
 
 

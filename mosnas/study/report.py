@@ -4,6 +4,7 @@ rebuilt from the records of finished pieces at the end of every `mosnas study` (
 from __future__ import annotations
 
 import json
+import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mosnas.environment import git_commit
 from mosnas.hardware import machine
 from mosnas.paths import PROJECT
 from mosnas.records import write_json, write_text
+from mosnas.run import read_log
 from mosnas.study import figures
 from mosnas.study.markdown import markdown
 from mosnas.study.plan import PARTS, arch_set, plan, tally
@@ -29,6 +31,7 @@ from mosnas.study.results import (
     retrain_lines,
     verdict,
 )
+from mosnas.study.side_by_side import attach
 from mosnas.study.work import Study
 
 
@@ -43,6 +46,7 @@ def collect(study: Study) -> dict[str, Any]:
         for key, r in done.get("pareto", {}).items()
         for row in r["result"]["rows"]
     ]
+    pareto = attach(pareto, {r["seed"]: r["result"] for r in done.get("latency", {}).values()})
     generators = {v: g for v, (g, _) in gens.items()}
     retrain = [
         {"variant": k.split("/")[0], "seed": r["seed"], **r["result"]} for k, r in done.get("retrain", {}).items()
@@ -60,9 +64,11 @@ def collect(study: Study) -> dict[str, Any]:
             {"variant": k.split("/")[0], "seed": r["seed"], **r["result"]} for k, r in done.get("retrain", {}).items()
         ],
         "pareto": pareto,
+        "pareto_latency": {str(r["seed"]): r["result"] for r in done.get("latency", {}).values()},
         "supernets": [
             {"variant": k.split("/")[0], "seed": r["seed"], "wall_s": r["wall_s"]}
             | {f: r["result"].get(f) for f in ("steps", "train_s", "precision", "world_size", "command")}
+            | {"median_s_per_step": median_step_s(r["result"].get("run"))}
             for k, r in done.get("supernet", {}).items()
         ],
         "pieces": [
@@ -72,6 +78,14 @@ def collect(study: Study) -> dict[str, Any]:
         ],
         "_paper_like": {v: like for v, (_, like) in gens.items()},
     }
+
+
+def median_step_s(run_dir: str | None) -> float | None:
+    """The median seconds per update between a run's log records (the loop's clock), None without its log: a
+    training time well above steps x this median had a slow phase (another job on the machine)."""
+    points = sorted((r["step"], r["elapsed_s"]) for r in read_log(Path(run_dir)) if "elapsed_s" in r) if run_dir else []
+    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(points, points[1:]) if s1 > s0]
+    return round(statistics.median(rates), 4) if rates else None
 
 
 def _meta(study: Study, done: dict) -> dict[str, Any]:

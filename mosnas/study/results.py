@@ -220,9 +220,11 @@ def pareto_lines(rows: list[dict[str, Any]], generators: dict[str, str]) -> list
             continue
         higher = sum(a["bleu"] > b["bleu"] for a, b in pairs)
         bleu = [_mean([p[i]["bleu"] for p in pairs]) for i in (0, 1)]
-        ms = [_mean([p[i]["measured_latency_ms"] for p in pairs]) for i in (0, 1)]
+        side = all(p[i].get("side_by_side_ms") is not None for p in pairs for i in (0, 1))
+        key, how = ("side_by_side_ms", "measured side by side") if side else ("measured_latency_ms", "each piece's own")
+        ms = [_mean([p[i][key] for p in pairs]) for i in (0, 1)]
         lines.append(
             f"Pareto: {v}'s fine-tuned winners score a higher BLEU than {base}'s at {higher} of {len(pairs)} budgets "
-            f"(mean {_num(bleu[0])} vs {_num(bleu[1])} BLEU at {_num(ms[0])} vs {_num(ms[1])} ms measured)."
+            f"(mean {_num(bleu[0])} vs {_num(bleu[1])} BLEU at {_num(ms[0])} vs {_num(ms[1])} ms, {how})."
         )
     return lines
