@@ -37,6 +37,7 @@ def add_commands(sub: Any) -> None:
     ft.add_argument("--scratch", action="store_true", help="random initialization instead of inherited weights")
     _setting(ft, "--valid-every", "finetune.valid_every")
     _setting(ft, "--valid-bleu", "finetune.valid_bleu", help="validation sentences for BLEU (0: none)")
+    ft.add_argument("--data", help="corpus folder (default: the run's data.dir)")
     ft.add_argument("--name", help="output name (default: <model>-ft or <model>-scratch)")
     ft.add_argument("--override-record", action="store_true", help=OVERRIDE_HELP)
     ft.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -216,14 +217,14 @@ def finetune_command(args: argparse.Namespace) -> int:
     from mosnas.export import from_record
     from mosnas.finetune import finetune
     from mosnas.lock import lock_run
-    from mosnas.run import load_run
+    from mosnas.run import load_run, with_data
 
     model = Path(args.model)
     record = _model_record(model, family=record_family(model))
     run_path = args.run or record.get("run")
     if run_path is None:
         raise ConfigError(f"{model} has no provenance record naming its run: give --run RUN")
-    run = load_run(run_path)
+    run = with_data(load_run(run_path), args.data)
     lock_run(run.run_dir)  # it writes into the run (a no-op when the CLI took the lock for --run)
     from_record("the run's family", run.cfg.family, record.get("family"), model, args.override_record)
     if run.cfg.family == "mt":

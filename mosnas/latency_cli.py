@@ -48,6 +48,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     _setting(se, "--max-memory-mb", "search.max_memory_mb", help="estimated peak inference memory limit, MiB")
     se.add_argument("--predictor", help="a predictor folder from `mosnas latency --fit` (another device's)")
+    se.add_argument("--data", help="corpus folder of the validation split (default: the run's data.dir)")
     se.add_argument("--quiet", action="store_true", help="no progress bars")
     se.set_defaults(handler=_search)
 
@@ -125,9 +126,9 @@ def _search(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from mosnas.errors import ConfigError
-    from mosnas.run import load_run
+    from mosnas.run import load_run, with_data
 
-    run = load_run(args.run)
+    run = with_data(load_run(args.run), args.data)
     if args.latency_fraction is not None:
         if args.latency_ms is not None or args.predictor:
             raise ConfigError(
@@ -200,7 +201,7 @@ def _search_and_report(
     from mosnas.winner import describe_check, hold_budget
 
     parts = [label or f"latency-{latency_ms:g}ms"] if latency_ms is not None else []  # every limit in the name
-    parts += [f"{k}-{v:g}" for k, v in (("params", sc.max_params), ("flops", sc.max_flops)) if v]
+    parts += [f"{k}-{v / 1e6:g}M" for k, v in (("params", sc.max_params), ("flops", sc.max_flops)) if v]  # as run's
     parts += [f"memory-{sc.max_memory_mb:g}MiB"] if sc.max_memory_mb else []
     name = name or "_".join(parts) + ("-" + Path(predictor).name if predictor else "")
     found = search_stage(run, sc, name, latency_ms, run.cfg.latency, progress, predictor_dir=predictor)

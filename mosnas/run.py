@@ -19,6 +19,7 @@ from mosnas.errors import CheckpointError, ConfigError
 from mosnas.family import Family, family_of
 from mosnas.hardware import Precision
 from mosnas.lock import LOCK_NAME, lock_run, unlock_run
+from mosnas.paths import require_dir
 from mosnas.records import read_json, write_json, write_text  # noqa: F401 (the run folder's JSON, atomic)
 from mosnas.space import Space
 from mosnas.supernet import Supernet
@@ -262,6 +263,16 @@ def load_model_state(
     if bad:
         raise CheckpointError(f"checkpoint {path} does not match this supernet (e.g. tensor {bad[0]})")
     net.load_state_dict(sd)
+
+
+def with_data(run: LoadedRun, data: str | None) -> LoadedRun:
+    """`run` reading its corpus from `data` (a `--data` option) instead of its config's data.dir; ConfigError (one
+    line) when `data` is not a folder. The run folder's config is not changed."""
+    if data is None:
+        return run
+    folder = require_dir(data, "data directory", "--data", "give the folder that holds the corpus")
+    cfg = replace(run.cfg, data=replace(run.cfg.data, dir=str(folder.resolve())))
+    return replace(run, cfg=cfg)
 
 
 def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedRun:

@@ -221,3 +221,30 @@ def test_a_finished_run_keeps_the_budget_it_trained_to(tmp_path):
     adopt_config(shorter)  # what `mosnas run` does on a trained run: the stage settings are adopted
     saved = (tmp_path / "tiny" / "config.yaml").read_text()
     assert "max_steps: 8" in saved and "beam: 3" in saved
+
+
+def test_a_moved_corpus_is_given_with_data_to_search_and_finetune(tmp_path, capsys):
+    """The commands that read a run's corpus after training (search: validation pairs; finetune: training pairs)
+    take --data like train and run; without it the error names the folder looked in and the option, one line;
+    a --data that is not a folder is refused before any work."""
+    corpus = tmp_path / "corpus"
+    corpus.symlink_to(DATA, target_is_directory=True)
+    assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={corpus}", "--quiet"]) == 0
+    run = tmp_path / "tiny"
+    corpus.unlink()  # the corpus moved
+    capsys.readouterr()
+    search = ["search", str(run), "--max-params", "10M", "--quiet"]
+    assert main(search) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(corpus) in err and "--data" in err, err
+    assert not (run / "export" / "params-10M").exists()
+    assert main([*search, "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nowhere (--data)" in err, err
+    assert main([*search, "--data", str(DATA)]) == 0
+    model = run / "export" / "params-10M"
+    assert (model / "export.json").is_file()
+    tune = ["finetune", str(model), "--steps", "2", "--valid-bleu", "0", "--quiet"]
+    assert main(tune) == 2 and "--data" in capsys.readouterr().err
+    assert main([*tune, "--data", str(DATA)]) == 0
+    assert (run / "finetune" / "params-10M-ft" / "export" / "export.json").is_file()
