@@ -368,7 +368,7 @@ def test_a_tiny_study_end_to_end(tmp_path, capsys):
     for r in data["pareto"]:  # an arch and its fine-tuned copy share one side-by-side latency
         twin = [q for q in data["pareto"] if q["arch"] == r["arch"]]
         assert {q["side_by_side_ms"] for q in twin} == {r["side_by_side_ms"]}
-    assert "Side by side, seed 1: " in (tmp_path / "results" / "tiny_study.md").read_text()
+    assert "- Side by side, seed 1: " in (tmp_path / "results" / "tiny_study.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (work / "pieces").glob("*/*.json")}
     targets = {r["target"]["piece"] for r in data["retrain"]}  # the searched archs trained from scratch: shared
     planned = {f"{a['key']}/s1" for a in data["archs"]}  # with the fixed set's when the same arch

@@ -239,11 +239,11 @@ def _pareto(data: dict[str, Any], files: dict[str, str]) -> list[str]:
         lines += [
             "Budgets and *measured ms* are each piece's own (its predictor, its re-measurement of the winner, minutes "
             "apart); *side by side ms* times every arch of a seed's fronts together in one session (interleaved, "
-            "the study's latency settings): the one axis on which fronts of different variants compare."
+            "the study's latency settings): the one axis on which fronts of different variants compare.",
+            "",
         ]
         measured = sorted(data.get("pareto_latency", {}).items())
-        lines += [f"Side by side, seed {seed}: {_side(m)}." for seed, m in measured]
-        lines.append("")
+        lines += [f"- Side by side, seed {seed}: {_side(m)}." for seed, m in measured] + [""] * bool(measured)
     header = ["variant", "seed", "subnet", "kind", "budget ms", "measured ms", "side by side ms", "params", "BLEU"]
     lines += _table(header, rows) if rows else ["No Pareto piece finished yet."]
     if "pareto" in files:
