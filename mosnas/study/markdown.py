@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.paths import PROJECT
+from mosnas.study.side_by_side import describe
 from mosnas.study.work import Study
 
 
@@ -219,15 +220,6 @@ def _retrain(data: dict[str, Any]) -> list[str]:
     ]
 
 
-def _side(measured: dict[str, Any]) -> str:
-    spread = [a["range_pct"] for a in measured["archs"]]
-    return (
-        f"{len(measured['archs'])} archs, {measured['blocks']} blocks of {measured['repeats']} interleaved rounds, "
-        f"{measured['precision']}, exported from {measured['exported_from']}; the blocks' spread per arch "
-        f"{min(spread):.1f}–{max(spread):.1f}% (median {sorted(spread)[len(spread) // 2]:.1f}%)"
-    )
-
-
 def _pareto(data: dict[str, Any], files: dict[str, str]) -> list[str]:
     rows = [
         [r["variant"], str(r["seed"]), r["name"], r["kind"], _v(r.get("budget_ms")), _v(r.get("measured_latency_ms"))]
@@ -243,7 +235,7 @@ def _pareto(data: dict[str, Any], files: dict[str, str]) -> list[str]:
             "",
         ]
         measured = sorted(data.get("pareto_latency", {}).items())
-        lines += [f"- Side by side, seed {seed}: {_side(m)}." for seed, m in measured] + [""] * bool(measured)
+        lines += [f"- Side by side, seed {seed}: {describe(m)}." for seed, m in measured] + [""] * bool(measured)
     header = ["variant", "seed", "subnet", "kind", "budget ms", "measured ms", "side by side ms", "params", "BLEU"]
     lines += _table(header, rows) if rows else ["No Pareto piece finished yet."]
     if "pareto" in files:

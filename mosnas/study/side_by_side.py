@@ -72,6 +72,16 @@ def side_by_side(study: Study, seed: int) -> dict[str, Any]:
     }
 
 
+def describe(measured: dict[str, Any]) -> str:
+    """One line of the report on a side-by-side piece's result: archs, rounds, precision and the noise floor."""
+    spread = sorted(a["range_pct"] for a in measured["archs"])
+    return (
+        f"{len(spread)} archs, {measured['blocks']} blocks of {measured['repeats']} interleaved rounds, "
+        f"{measured['precision']}, exported from {measured['exported_from']}; the blocks' spread per arch "
+        f"{spread[0]:.1f}–{spread[-1]:.1f}% (median {spread[len(spread) // 2]:.1f}%)"
+    )
+
+
 def attach(rows: list[dict[str, Any]], measured: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """The Pareto `rows` (each with its variant, seed and arch), each with `side_by_side_ms`: its arch's latency
     in its seed's side-by-side piece (`measured`: seed -> that piece's result), None where the piece is not
