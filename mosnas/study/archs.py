@@ -97,10 +97,15 @@ def reach(curve: Sequence[dict], key: str, target: float) -> int | None:
     return None
 
 
+def log_points(log: Sequence[dict]) -> list[tuple[int, float]]:
+    """(step, training seconds on the loop's own clock) of a run's log records that carry `elapsed_s`, by step."""
+    return sorted((int(r["step"]), float(r["elapsed_s"])) for r in log if "elapsed_s" in r)
+
+
 def elapsed_at(log: Sequence[dict], step: int) -> float:
     """Training seconds (the loop's own clock) after `step` updates, from a run's log records (`elapsed_s`),
     interpolated linearly between logged steps (0 at step 0)."""
-    points = [(0, 0.0)] + sorted((int(r["step"]), float(r["elapsed_s"])) for r in log if "elapsed_s" in r)
+    points = [(0, 0.0)] + log_points(log)
     for (s0, t0), (s1, t1) in zip(points, points[1:]):
         if s0 <= step <= s1:
             return t0 + (t1 - t0) * (step - s0) / max(s1 - s0, 1)

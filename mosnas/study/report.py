@@ -18,6 +18,7 @@ from mosnas.paths import PROJECT
 from mosnas.records import write_json, write_text
 from mosnas.run import read_log
 from mosnas.study import figures
+from mosnas.study.archs import log_points
 from mosnas.study.markdown import markdown
 from mosnas.study.plan import PARTS, arch_set, plan, tally
 from mosnas.study.results import (
@@ -83,7 +84,7 @@ def collect(study: Study) -> dict[str, Any]:
 def median_step_s(run_dir: str | None) -> float | None:
     """The median seconds per update between a run's log records (the loop's clock), None without its log: a
     training time well above steps x this median had a slow phase (another job on the machine)."""
-    points = sorted((r["step"], r["elapsed_s"]) for r in read_log(Path(run_dir)) if "elapsed_s" in r) if run_dir else []
+    points = log_points(read_log(Path(run_dir))) if run_dir else []
     rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(points, points[1:]) if s1 > s0]
     return round(statistics.median(rates), 4) if rates else None
 
