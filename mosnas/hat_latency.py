@@ -199,7 +199,7 @@ def fit_dataset(
     path: str | Path, holdout: float = 0.2, seed: int = 0, models: tuple[str, ...] = ("linear", "mlp")
 ) -> tuple[FeaturePredictor, dict[str, Any]]:
     """Fit the linear and the MLP feature predictors on a seeded (1 - holdout) of a dataset's rows; the one
-    with the lower held-out MAPE is returned with a report: per model `kendall_tau`, `mape_percent`,
+    with the lower held-out MAPE is returned with a report: per model `kendall_tau`, `mape_pct`,
     `rmse_ms` on the held-out rows, which was chosen and why. ConfigError for holdout outside (0, 1) or
     fewer than 10 rows."""
     if not 0 < holdout < 1:
@@ -215,10 +215,10 @@ def fit_dataset(
     for model in models:
         fitted[model] = FeaturePredictor(data["features"], model, seed=seed).fit(x[train], y[train])
         e = prediction_errors(y[test].tolist(), fitted[model].predict_features(x[test]).tolist())
-        errors[model] = {"kendall_tau": e["kendall_tau"], "mape_percent": e["mape_pct"], "rmse_ms": e["rmse_ms"]}
-    best = min(errors, key=lambda m: errors[m]["mape_percent"])
-    others = ", ".join(f"{m} {e['mape_percent']:.2f}%" for m, e in errors.items() if m != best) or "the only one fit"
-    why = f"lowest held-out MAPE: {errors[best]['mape_percent']:.2f}% ({others})"
+        errors[model] = {"kendall_tau": e["kendall_tau"], "mape_pct": e["mape_pct"], "rmse_ms": e["rmse_ms"]}
+    best = min(errors, key=lambda m: errors[m]["mape_pct"])
+    others = ", ".join(f"{m} {e['mape_pct']:.2f}%" for m, e in errors.items() if m != best) or "the only one fit"
+    why = f"lowest held-out MAPE: {errors[best]['mape_pct']:.2f}% ({others})"
     report = {
         "dataset": str(path),
         "source": data["source"],

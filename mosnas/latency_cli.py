@@ -66,7 +66,7 @@ def _fit(args: argparse.Namespace) -> int:
     for name, m in report["predictors"].items():
         print(
             f"{name:6s} held-out ({report['heldout_rows']} archs, trained on {report['train_rows']}): "
-            f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_percent']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
+            f"RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}"
         )
     print(f"chosen: {report['chosen']} ({report['why']}); predictor written to {args.out}")
     return 0

@@ -175,8 +175,6 @@ def latency_stage(run: LoadedRun, lc: LatencyConfig, progress: bool = True) -> d
     train_s, test_s = _split(samples, lc)
     fitted = _fit(run, lc, train_s, table)
     errors = {name: {**evaluate_predictor(p, test_s), "measurements": n} for name, (p, n) in fitted.items()}
-    for e in errors.values():
-        e["mape_percent"] = e["mape_pct"]
     chosen = min(errors, key=lambda k: errors[k]["mape_pct"])
     others = ", ".join(f"{k} {v['mape_pct']:.2f}%" for k, v in errors.items() if k != chosen)
     (out / "predictor.safetensors").unlink(missing_ok=True)

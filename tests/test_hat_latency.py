@@ -49,7 +49,7 @@ def test_a_predictor_fit_on_hat_xeon_data_ranks_held_out_archs(tmp_path):
     pred, report = fit_dataset(XEON, holdout=0.2, seed=0, models=("linear",))
     lin = report["predictors"]["linear"]
     assert report["rows"] == 2000 and report["heldout_rows"] == 400 and report["chosen"] == "linear"
-    assert lin["kendall_tau"] > 0.85 and lin["mape_percent"] < 6.0, lin  # HAT reports about 5-6% on these
+    assert lin["kendall_tau"] > 0.85 and lin["mape_pct"] < 6.0, lin  # HAT reports about 5-6% on these
     pred.save(tmp_path / "xeon", about=report)
     space = load_space(HAT_SPACE)
     loaded = FeaturePredictor.load(tmp_path / "xeon").for_space(space)
@@ -68,7 +68,7 @@ def test_our_dataset_round_trips(space, tmp_path):
     assert data["source"] == "mosnas" and data["features"] == feature_names(space) and data["rows"] == len(archs)
     assert data["x"][0].tolist() == raw_features(space, archs[0]) and data["y"][0] == samples[0]["latency_ms"]
     pred, report = fit_dataset(tmp_path / "lat.csv", models=("linear",))
-    assert report["predictors"]["linear"]["mape_percent"] < 1.0  # latency = 1 + decoder layers: linear exactly
+    assert report["predictors"]["linear"]["mape_pct"] < 1.0  # latency = 1 + decoder layers: linear exactly
 
 
 def test_bad_datasets_are_refused_with_their_line(tmp_path):

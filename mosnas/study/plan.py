@@ -17,6 +17,7 @@ from mosnas.study.archs import arch_key, random_archs, spanning_archs
 from mosnas.study.pieces import Piece, inputs_sha
 from mosnas.study.work import Study
 
+TIMED_TRANSLATION_S = 0.1  # rough seconds per timed translation, for the estimates of latency measurements
 PARTS = ("fidelity", "retrain", "pareto")  # what `--only` selects (and prepare: vocabulary and arch set only)
 
 
@@ -141,7 +142,7 @@ def pareto_piece(study: Study, variant: str, seed: int) -> Piece:
     piece = Piece("pareto", f"{variant}/s{seed}", seed, _stage_inputs(study, variant, seed, "pareto"),
                   lambda: pareto(study, variant, seed))  # fmt: skip
     piece.steps = len(pc.latency_fractions) * pc.finetune_steps
-    latency_s = lc.num_samples * (lc.warmup + lc.repeats) * 0.1 + 60  # rough: 0.1 s per timed translation
+    latency_s = lc.num_samples * (lc.warmup + lc.repeats) * TIMED_TRANSLATION_S + 60
     piece.estimate_s = latency_s + _decode_s(study, 2 + 2 * len(pc.latency_fractions)) + 60 * len(pc.latency_fractions)
     return piece
 
@@ -156,7 +157,7 @@ def latency_piece(study: Study, seed: int) -> Piece:
     after = tuple(f"pareto {v}/s{seed}" for v in pareto)
     piece = Piece("latency", f"s{seed}", seed, inputs, lambda: side_by_side(study, seed), after=after)
     archs = len(pareto) * (2 + len(study.cfg.pareto.latency_fractions))  # at most: references and winners
-    piece.estimate_s = archs * BLOCKS * (lc.warmup + lc.repeats) * 0.1 + 30  # rough: 0.1 s per timed translation
+    piece.estimate_s = archs * BLOCKS * (lc.warmup + lc.repeats) * TIMED_TRANSLATION_S + 30
     return piece
 
 
