@@ -382,3 +382,19 @@ def test_a_tiny_study_end_to_end(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.max_steps changed 4 -> 5" in err[0] and "--force" in err[0]
     assert stamps == {p: p.stat().st_mtime_ns for p in (work / "pieces").glob("*/*.json")}
+
+
+def test_pieces_section_says_why_finished_pieces_outnumber_the_plan():
+    """A retraining piece adds its winner's from-scratch run when the winner is not a fixed arch: the pieces table then
+    holds more rows than the plan counted, and the page says so instead of '147 pieces' under 'all 143 finished'."""
+    from mosnas.study.markdown import _pieces
+
+    rows = [
+        {"kind": k, "key": key, "seed": 1, "wall_s": 60.0, "inputs_sha": "0" * 16}
+        for k, key in (("supernet", "shared/s1"), ("retrain", "shared/s1"), ("scratch", "arch-0000/s1"))
+    ]
+    data = {"pieces": rows, "meta": {"commands": [], "wall_s": 180.0, "progress": {"kinds": {"x": [2, 2]}}}}
+    head = _pieces(data, "configs/studies/multi30k.yaml")[2]
+    assert head.startswith("3 pieces (2 planned, 1 added while running:")
+    data["meta"]["progress"]["kinds"] = {"x": [3, 3]}
+    assert _pieces(data, "configs/studies/multi30k.yaml")[2].startswith("3 pieces, 0.05 h in all")

@@ -272,11 +272,21 @@ def _pieces(data: dict[str, Any], config_path: str | Path) -> list[str]:
         for p in data["pieces"]
     ]
     commands = list(dict.fromkeys(c["command"] for c in data["meta"]["commands"] if "command" in c))
+    progress = data["meta"].get("progress")
+    planned = sum(t for _, t in progress["kinds"].values()) if progress else len(rows)
+    # The plan counts what it can name up front; a retraining piece adds the from-scratch run of its searched winner
+    # when that arch is not one of the fixed archs, so the finished pieces can outnumber the planned ones.
+    added = (
+        f" ({planned} planned, {len(rows) - planned} added while running: from-scratch targets of searched winners "
+        "outside the fixed archs)"
+        if len(rows) > planned
+        else ""
+    )
     return [
         "## Pieces and wall time",
         "",
-        f"{len(rows)} pieces, {data['meta']['wall_s'] / 3600:.2f} h in all (each piece's wall time in the call that "
-        "finished it).",
+        f"{len(rows)} pieces{added}, {data['meta']['wall_s'] / 3600:.2f} h in all (each piece's wall time in the call "
+        "that finished it).",
         "",
         *_table(["piece", "key", "seed", "minutes", "inputs"], rows),
         "",
