@@ -272,16 +272,10 @@ def _pieces(data: dict[str, Any], config_path: str | Path) -> list[str]:
         for p in data["pieces"]
     ]
     commands = list(dict.fromkeys(c["command"] for c in data["meta"]["commands"] if "command" in c))
-    progress = data["meta"].get("progress")
-    planned = sum(t for _, t in progress["kinds"].values()) if progress else len(rows)
-    # The plan counts what it can name up front; a retraining piece adds the from-scratch run of its searched winner
-    # when that arch is not one of the fixed archs, so the finished pieces can outnumber the planned ones.
-    added = (
-        f" ({planned} planned, {len(rows) - planned} added while running: from-scratch targets of searched winners "
-        "outside the fixed archs)"
-        if len(rows) > planned
-        else ""
-    )
+    # a retraining piece adds its searched winner's from-scratch run when that arch is not one of the fixed archs
+    extra = len(rows) - sum(t for _, t in (data["meta"].get("progress") or {"kinds": {}})["kinds"].values())
+    added = f" ({len(rows) - extra} planned, {extra} added while running: from-scratch targets of searched winners "
+    added = added + "outside the fixed archs)" if 0 < extra < len(rows) else ""
     return [
         "## Pieces and wall time",
         "",
