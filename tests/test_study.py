@@ -395,6 +395,10 @@ def test_pieces_section_says_why_finished_pieces_outnumber_the_plan():
     ]
     data = {"pieces": rows, "meta": {"commands": [], "wall_s": 180.0, "progress": {"kinds": {"x": [2, 2]}}}}
     head = _pieces(data, "configs/studies/multi30k.yaml")[2]
-    assert head.startswith("3 pieces (2 planned, 1 added while running:")
+    assert head.startswith("3 pieces (2 of the plan, 1 added while running:")
+    data["meta"]["progress"]["kinds"] = {"x": [2, 5]}  # a study half done: the surplus is over the finished ones
+    assert _pieces(data, "configs/studies/multi30k.yaml")[2].startswith("3 pieces (2 of the plan, 1 added")
     data["meta"]["progress"]["kinds"] = {"x": [3, 3]}
+    assert _pieces(data, "configs/studies/multi30k.yaml")[2].startswith("3 pieces, 0.05 h in all")
+    del data["meta"]["progress"]
     assert _pieces(data, "configs/studies/multi30k.yaml")[2].startswith("3 pieces, 0.05 h in all")

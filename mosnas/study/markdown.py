@@ -272,10 +272,10 @@ def _pieces(data: dict[str, Any], config_path: str | Path) -> list[str]:
         for p in data["pieces"]
     ]
     commands = list(dict.fromkeys(c["command"] for c in data["meta"]["commands"] if "command" in c))
-    # a retraining piece adds its searched winner's from-scratch run when that arch is not one of the fixed archs
-    extra = len(rows) - sum(t for _, t in (data["meta"].get("progress") or {"kinds": {}})["kinds"].values())
-    added = f" ({len(rows) - extra} planned, {extra} added while running: from-scratch targets of searched winners "
-    added = added + "outside the fixed archs)" if 0 < extra < len(rows) else ""
+    # rows = the plan's finished pieces + what `results.finished` adds: retraining winners' from-scratch runs
+    extra = len(rows) - sum(c[0] for c in t["kinds"].values()) if (t := data["meta"].get("progress")) else 0
+    added = f" ({len(rows) - extra} of the plan, {extra} added while running: searched winners' from-scratch runs)"
+    added = added if extra > 0 else ""
     return [
         "## Pieces and wall time",
         "",
