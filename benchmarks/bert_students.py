@@ -9,7 +9,7 @@ and fine-tuning), beside the teacher (all-MiniLM-L6-v2).
 
 1. `mosnas run configs/bert_quickstart.yaml` once per generator (shared, layer, neuron) for --steps sandwich
    updates (largest + smallest + one random arch, distilled from the teacher), searching each budget;
-2. AutoDistil (`python -m mosnas.autodistil configs/bert_autodistil.yaml` with the tiny / small / base
+2. AutoDistil (`mosnas autodistil configs/bert_autodistil.yaml` with the tiny / small / base
    sub-spaces; --subspaces), --steps // K updates per sub-space: the same total number of updates as one supernet;
 3. "alone": the neuron-wise run's searched arch of each budget distilled by itself (a shared supernet that only
    ever trains that arch, initialized from the teacher the same way) for --steps updates, then exported;
@@ -86,7 +86,7 @@ def distill(args: argparse.Namespace) -> dict[str, float]:
             ]
             jobs[f"bert-{gen}"] += overrides(args, args.steps)
     if not (WORK / "bert_autodistil" / "results.json").is_file():
-        jobs["bert_autodistil"] = [sys.executable, "-m", "mosnas.autodistil", args.autodistil_config]
+        jobs["bert_autodistil"] = [sys.executable, "-m", "mosnas", "autodistil", args.autodistil_config]
         jobs["bert_autodistil"] += args.subspaces + overrides(args, args.steps // len(args.subspaces))
     return run_jobs(jobs, args.jobs)
 

@@ -25,10 +25,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, write  # noqa: E402
 
+from mosnas.bert.glue.data import load_task  # noqa: E402
+from mosnas.bert.glue.harness import finetune, model_record  # noqa: E402
 from mosnas.config import GlueConfig  # noqa: E402
 from mosnas.errors import MosnasError  # noqa: E402
-from mosnas.glue import finetune, model_record  # noqa: E402
-from mosnas.glue_data import load_task  # noqa: E402
 
 TASKS = ("CoLA", "SST-2", "MRPC", "STS-B", "RTE")
 SHOWN = {"mcc": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "P", "spearman": "S"}

@@ -27,10 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, write  # noqa: E402
 
-from mosnas.hat_latency import fit_dataset  # noqa: E402
-from mosnas.latency_predictors import LatencyPredictor, LinearPredictor, evaluate_predictor  # noqa: E402
-from mosnas.latency_stage import latency_stage  # noqa: E402
-from mosnas.run import load_run  # noqa: E402
+from mosnas.engine.load import load_run  # noqa: E402
+from mosnas.latency.datasets import fit_dataset  # noqa: E402
+from mosnas.latency.predictors import LatencyPredictor, LinearPredictor, evaluate_predictor  # noqa: E402
+from mosnas.pipeline.latency import latency_stage  # noqa: E402
 
 HAT = ROOT.parent / "shared" / "data" / "hat-latency"
 KEYS = ("kendall_tau", "mape_pct", "rmse_ms", "measurements")
@@ -39,8 +39,8 @@ PREDICTORS = ("mlp", "linear", "table")
 
 def _bench_run(args: argparse.Namespace) -> Path:
     from mosnas.config import load_config
-    from mosnas.run import needs_training
-    from mosnas.train import train
+    from mosnas.engine.run_folder import needs_training
+    from mosnas.engine.train import train
 
     overrides = ["out_dir=runs", "name=latency-bench", "train.max_steps=1", "train.max_minutes=0", "train.threads=1"]
     cfg = load_config(ROOT / "configs" / "bench_multi30k.yaml", overrides)

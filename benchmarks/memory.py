@@ -5,7 +5,7 @@
 Builds the bench supernet (configs/bench_multi30k.yaml: Multi30k space, 2 experts) with each generator and
 measures one full sandwich training step (largest + smallest + 1 random arch, forward + backward + AdamW, its
 first step: the optimizer's state is allocated in it) on the same real Multi30k batch with
-mosnas.memory.peak_memory (CUDA: max_memory_allocated; CPU: torch.profiler's allocations, a lower bound on
+mosnas.latency.memory.peak_memory (CUDA: max_memory_allocated; CPU: torch.profiler's allocations, a lower bound on
 transient peaks inside one operator); then the inference peak (HAT's latency protocol) of the largest and
 smallest exported arch. Writes benchmarks/results/memory.{md,json}.
 """
@@ -30,12 +30,12 @@ import torch  # noqa: E402
 
 from mosnas import mt  # noqa: E402
 from mosnas.config import load_config  # noqa: E402
-from mosnas.memory import peak_memory  # noqa: E402
+from mosnas.core.supernet import Supernet  # noqa: E402
+from mosnas.engine.schedule import step_archs  # noqa: E402
+from mosnas.latency.memory import peak_memory  # noqa: E402
 from mosnas.mt.data import load_parallel, read_parallel, train_tokenizer  # noqa: E402
 from mosnas.mt.space import load_space  # noqa: E402
 from mosnas.mt.task import train_step  # noqa: E402
-from mosnas.schedule import step_archs  # noqa: E402
-from mosnas.supernet import Supernet  # noqa: E402
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write  # noqa: E402
 
+from mosnas.engine.load import load_run  # noqa: E402
 from mosnas.hardware import resolve_precision  # noqa: E402
-from mosnas.latency_stage import load_predictor  # noqa: E402
+from mosnas.latency.load import load_predictor  # noqa: E402
 from mosnas.mt.data import load_parallel  # noqa: E402
 from mosnas.mt.task import supernet_fitness  # noqa: E402
-from mosnas.run import load_run  # noqa: E402
-from mosnas.search import Budget, evolutionary_search, random_search  # noqa: E402
+from mosnas.search.evolution import Budget, evolutionary_search, random_search  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +36,9 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     report = json.loads((Path(args.run) / "latency" / "report.json").read_text())
-    predictor = load_predictor(Path(args.run) / "latency", run)  # whichever kind the latency stage kept
+    predictor = load_predictor(
+        Path(args.run) / "latency", run.space, run.family.latency_parts
+    )  # whichever kind the latency stage kept
     valid, _ = load_parallel(
         run.cfg.data, run.cfg.data.valid, run.tokenizer, args.valid_sentences, seed=run.cfg.search.seed
     )

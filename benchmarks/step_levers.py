@@ -58,12 +58,12 @@ def child(lever: str, steps: int, warmup: int) -> dict:
 
     from mosnas import mt
     from mosnas.config import load_config
+    from mosnas.core.supernet import Supernet
+    from mosnas.engine.schedule import step_archs
     from mosnas.hardware import resolve_precision
     from mosnas.mt.data import load_parallel, read_parallel, train_tokenizer
     from mosnas.mt.space import load_space
     from mosnas.mt.task import train_step
-    from mosnas.schedule import step_archs
-    from mosnas.supernet import Supernet
 
     torch.set_num_threads(opts["threads"])
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")

@@ -30,12 +30,12 @@ import torch  # noqa: E402
 
 from mosnas import mt  # noqa: E402
 from mosnas.config import load_config  # noqa: E402
+from mosnas.core.supernet import Supernet  # noqa: E402
+from mosnas.engine.schedule import step_archs  # noqa: E402
 from mosnas.hardware import resolve_precision  # noqa: E402
 from mosnas.mt.data import load_parallel, read_parallel, train_tokenizer  # noqa: E402
 from mosnas.mt.space import load_space  # noqa: E402
 from mosnas.mt.task import train_step  # noqa: E402
-from mosnas.schedule import step_archs  # noqa: E402
-from mosnas.supernet import Supernet  # noqa: E402
 
 
 def main() -> None:

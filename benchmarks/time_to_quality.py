@@ -24,12 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, write  # noqa: E402
 
-from mosnas.checkpoint import list_checkpoints, read_checkpoint  # noqa: E402
 from mosnas.config import DecodeConfig  # noqa: E402
+from mosnas.core.space import arch_to_dict  # noqa: E402
+from mosnas.engine.checkpoint import list_checkpoints, read_checkpoint  # noqa: E402
+from mosnas.engine.load import load_model_state, load_run  # noqa: E402
 from mosnas.mt.evaluate import evaluate_model  # noqa: E402
-from mosnas.records import read_json  # noqa: E402
-from mosnas.run import load_model_state, load_run  # noqa: E402
-from mosnas.space import arch_to_dict  # noqa: E402
+from mosnas.workspace.records import read_json  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "ttq"
 

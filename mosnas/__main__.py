@@ -1,3 +1,3 @@
-from mosnas.cli import main
+from mosnas.cli.main import main
 
 raise SystemExit(main())

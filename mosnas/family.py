@@ -16,9 +16,9 @@ from torch import nn
 
 from mosnas import bert, mt
 from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
+from mosnas.core.space import Arch, Schema, Space
 from mosnas.errors import ConfigError
 from mosnas.hardware import Precision
-from mosnas.space import Arch, Schema, Space
 
 
 class Task(Protocol):
@@ -74,7 +74,7 @@ class Family(Protocol):
     def time_model(
         self, model: nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype, repeats: int
     ) -> dict[str, Any]: ...
-    # latency (mosnas.latency_stage): the work of one sample, the per-layer lookup table, peak memory
+    # latency (mosnas.pipeline.latency): the work of one sample, the per-layer lookup table, peak memory
     def workload(self, model: nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> Callable: ...
     def latency_parts(self, arch: Arch) -> dict[str, list[str]]: ...  # group -> table keys of the arch
     def space_parts(self, space: Space) -> list[str]: ...  # every table key of the space
@@ -99,3 +99,8 @@ def family_of(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(f"unknown model family {name!r}; expected one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
+
+
+def load_space(path: str | Path, family: str = "mt") -> Space:
+    """The search space in the YAML file `path`, read as the family `family` declares its archs."""
+    return family_of(family).load_space(path)

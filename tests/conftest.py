@@ -7,8 +7,8 @@ import torch
 
 from mosnas import mt
 from mosnas.config import SupernetConfig, load_config
+from mosnas.core.supernet import Supernet
 from mosnas.mt.space import load_space
-from mosnas.supernet import Supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
@@ -66,7 +66,7 @@ def spm_model(tmp_path_factory) -> SpmModel:
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory) -> Path:
     """A tiny supernet trained for 8 steps, shared by tests that read (never damage) a trained run."""
-    from mosnas.train import train
+    from mosnas.engine.train import train
 
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(

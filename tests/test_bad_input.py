@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mosnas.checkpoint import list_checkpoints
-from mosnas.cli import main
-from mosnas.run import load_run
+from mosnas.cli.main import main
+from mosnas.engine.checkpoint import list_checkpoints
+from mosnas.engine.load import load_run
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
 

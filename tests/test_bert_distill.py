@@ -12,8 +12,8 @@ from mosnas.bert.distill import Distiller, HiddenProjection, check_relation_head
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.teacher import load_teacher
 from mosnas.config import load_config
+from mosnas.core.supernet import Supernet
 from mosnas.errors import ConfigError
-from mosnas.supernet import Supernet
 from tests.conftest import ROOT
 
 WIKIPEDIA = ROOT.parent / "shared" / "data" / "wikipedia-en-20190720-plain"

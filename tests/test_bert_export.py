@@ -16,10 +16,10 @@ from mosnas import bert
 from mosnas.bert.model import BertEncoder
 from mosnas.bert.space import Arch
 from mosnas.config import load_config
+from mosnas.core.supernet import Supernet
+from mosnas.engine.load import LoadedRun
 from mosnas.errors import CheckpointError
-from mosnas.export import export_arch
-from mosnas.run import LoadedRun
-from mosnas.supernet import Supernet
+from mosnas.pipeline.export import export_arch
 from tests.conftest import ROOT
 from tests.test_bert_model import wiki_lines
 

@@ -19,9 +19,9 @@ from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.space import Arch
 from mosnas.bert.teacher import load_teacher, teacher_path
 from mosnas.config import LatencyConfig, load_config
+from mosnas.core.space import Space
+from mosnas.core.supernet import Supernet
 from mosnas.errors import ArchError, ConfigError, PredictorError
-from mosnas.space import Space
-from mosnas.supernet import Supernet
 from tests.conftest import ROOT
 
 WIKI = ROOT.parent / "shared" / "data" / "wikitext" / "wikitext-2-raw" / "wiki.test.raw.gz"

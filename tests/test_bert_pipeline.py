@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from mosnas import bert
-from mosnas.checkpoint import list_checkpoints
 from mosnas.config import SearchConfig, load_config
+from mosnas.engine.checkpoint import list_checkpoints
+from mosnas.engine.load import load_run
+from mosnas.engine.train import train
 from mosnas.errors import ConfigError
-from mosnas.run import load_run, read_log
-from mosnas.train import train
+from mosnas.workspace.run_dir import read_log
 from tests.conftest import ROOT
 
 TINY = ROOT / "configs" / "bert_tiny.yaml"
@@ -46,7 +47,7 @@ def test_the_hidden_projection_trains_and_resumes_exactly(tmp_path):
     assert losses == [r["loss_largest"] for r in read_log(resumed) if "loss_largest" in r]
 
 
-@pytest.mark.parametrize("objective", ["relations", "both"])
+@pytest.mark.parametrize("objective", [pytest.param("relations", marks=pytest.mark.slow), "both"])
 def test_fitness_is_the_logged_validation_loss_of_the_same_sequences(tmp_path, objective):
     """The search's fitness of an arch is its held-out distillation loss (with `both`, through the projection
     trained with the supernet, read back from the checkpoint): on the same first validation sequences it equals
@@ -87,7 +88,7 @@ def test_mosnas_run_bert_tiny_end_to_end(tmp_path):
     report; the same command again redoes nothing and returns the same results."""
     import transformers
 
-    from mosnas.pipeline import run
+    from mosnas.pipeline.run import run
 
     cfg = tiny(tmp_path)
     results = run(cfg, progress=False)
@@ -112,7 +113,7 @@ def test_mosnas_run_bert_tiny_end_to_end(tmp_path):
 
 
 def test_autodistil_routes_each_budget_to_the_subspace_that_contains_it():
-    from mosnas.autodistil import route
+    from mosnas.pipeline.autodistil import route
 
     smallest = {"tiny": 4_285_296, "small": 7_775_808, "base": 13_648_256}
     routed = route((5_000_000, 8_000_000, 13_000_000, 15_000_000), smallest)
@@ -123,7 +124,7 @@ def test_autodistil_routes_each_budget_to_the_subspace_that_contains_it():
 
 @pytest.mark.slow
 def test_autodistil_trains_one_shared_supernet_per_subspace_and_searches_the_right_one(tmp_path):
-    from mosnas.autodistil import run_autodistil
+    from mosnas.pipeline.autodistil import run_autodistil
 
     spaces = []
     for name, layers, hidden in (("low", "[1]", "[16, 24]"), ("high", "[2]", "[24, 32]")):

@@ -41,8 +41,13 @@ def _one_line_error(result, fragment):
         (["evaluate", "/nonexistent/model"], "is not an exported model folder"),
     ],
 )
-def test_bad_input_gives_one_line_error(tmp_path, args, fragment):
-    _one_line_error(mosnas(*args, f"out_dir={tmp_path}") if args[0] == "train" else mosnas(*args), fragment)
+def test_bad_input_gives_one_line_error(tmp_path, capsys, args, fragment):
+    """In this process (the CLI's `main`, as the `mosnas` script calls it): the same exit code and stderr as a
+    subprocess, without paying torch's import for every row; the commands below run as subprocesses."""
+    from mosnas.cli.main import main
+
+    code = main([*args, f"out_dir={tmp_path}"] if args[0] == "train" else list(args))
+    _one_line_error(subprocess.CompletedProcess(args, code, "", capsys.readouterr().err), fragment)
 
 
 @pytest.mark.slow
@@ -83,7 +88,7 @@ def test_decoding_threads_are_set_and_checked():
     """translate/evaluate --threads N sets torch's intra-op threads (0 leaves them); a negative count is refused."""
     import torch
 
-    from mosnas.commands import _set_threads
+    from mosnas.cli.model import _set_threads
     from mosnas.errors import ConfigError
 
     before = torch.get_num_threads()
@@ -96,3 +101,34 @@ def test_decoding_threads_are_set_and_checked():
             _set_threads(-2)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", [["autodistil"], []], ids=["mosnas autodistil", "python -m mosnas.autodistil"])
+def test_autodistil_and_its_deprecated_alias_refuse_bad_input_in_one_line(command):
+    """`mosnas autodistil` checks its config before any work; the 0.1 spelling `python -m mosnas.autodistil`
+    runs the same command after one warning line."""
+    space = "configs/spaces/bert_autodistil_tiny.yaml"
+    module = ["-m", "mosnas"] if command else ["-m", "mosnas.autodistil"]
+    result = subprocess.run(
+        [sys.executable, *module, *command, "missing.yaml", space], cwd=ROOT, capture_output=True, text=True
+    )
+    lines = result.stderr.strip().splitlines()
+    if not command:
+        assert (
+            lines[0]
+            == "mosnas: warning: python -m mosnas.autodistil is deprecated; use `mosnas autodistil` (same arguments)"
+        )
+        lines = lines[1:]
+    assert result.returncode == 2 and lines == ["mosnas: error: config file not found: missing.yaml"], result.stderr
+    no_space = subprocess.run(
+        [sys.executable, *module, *command, "configs/bert_autodistil.yaml"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert no_space.returncode == 2 and "SPACE" in no_space.stderr.strip().splitlines()[-1]
+
+
+def test_the_old_autodistil_module_forwards_its_python_names_with_a_warning():
+    import mosnas.autodistil as old
+    from mosnas.pipeline.autodistil import route
+
+    with pytest.warns(DeprecationWarning, match="moved to mosnas.pipeline.autodistil.route"):
+        assert old.route is route

@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from mosnas.cli import _parser, main
+from mosnas.cli.main import _parser, main
 from tests.conftest import ROOT
 from tests.test_config import _bad_values, _fields
 

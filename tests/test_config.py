@@ -99,8 +99,8 @@ def _fields():
 
 def _free_text_keys():
     """Text settings that take any text (names, languages, splits): no choices or pattern declared. Paths are
-    made absolute when a config is built (mosnas.paths; tests/test_paths.py)."""
-    from mosnas.paths import PATH_SETTINGS
+    made absolute when a config is built (mosnas.workspace.paths; tests/test_paths.py)."""
+    from mosnas.workspace.paths import PATH_SETTINGS
 
     paths = {f"{section}.{key}" for section, key in PATH_SETTINGS}
     for key, f, typ in _fields():

@@ -4,10 +4,10 @@ import random
 import pytest
 import torch
 
+from mosnas.engine.load import load_run
 from mosnas.mt.data import EOS, read_lines
 from mosnas.mt.decode import beam_search, translate
 from mosnas.mt.transformer import EncoderOut
-from mosnas.run import load_run
 from tests.conftest import DATA, make_supernet
 
 
@@ -123,7 +123,14 @@ def _eos_bonus(model, bonus: float):
 # with growing EOS bonuses: whatever the training code makes of the model, some slices end at max length
 # (forced EOS), some early (a full beam of finalized hypotheses), and EOS is ranked just below the top
 # `beam` candidates (dropped) in many steps. The guard below keeps the test from passing vacuously.
-@pytest.mark.parametrize("beam, lenpen, max_len_a, max_len_b", [(4, 0.6, 0.2, 3), (5, 1.0, 0.3, 1), (2, 1.5, 0.3, 2)])
+@pytest.mark.parametrize(
+    "beam, lenpen, max_len_a, max_len_b",
+    [
+        (4, 0.6, 0.2, 3),
+        pytest.param(5, 1.0, 0.3, 1, marks=pytest.mark.slow),
+        pytest.param(2, 1.5, 0.3, 2, marks=pytest.mark.slow),
+    ],
+)
 def test_translate_equals_fairseq_reference(trained, beam, lenpen, max_len_a, max_len_b):
     model, tok = trained
     assert model.cfg.prenorm  # _eos_bonus shifts the decoder's final LayerNorm

@@ -10,12 +10,12 @@ from safetensors.torch import load_file, save_file
 
 from mosnas import mt
 from mosnas.config import DataConfig, SupernetConfig
-from mosnas.distributed import Distributed, sum_gradients
+from mosnas.core.supernet import Supernet
+from mosnas.engine.distributed import Distributed, sum_gradients
+from mosnas.engine.schedule import step_archs
 from mosnas.mt.data import load_parallel, load_tokenizer
 from mosnas.mt.space import load_space
 from mosnas.mt.task import train_step
-from mosnas.schedule import step_archs
-from mosnas.supernet import Supernet
 from tests.conftest import DATA, TINY_SPACE, torchrun_train
 
 
@@ -53,6 +53,7 @@ def _rank(rank, world, init_file, spm_path, out_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_with_double_batch(tmp_path, spm_model):
     mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(spm_model.path), str(tmp_path)), nprocs=2, join=True)
     space, data, net, opt, shares = _setup(spm_model.path)

@@ -7,12 +7,12 @@ import torch
 
 from mosnas import mt
 from mosnas.config import SupernetConfig
-from mosnas.elastic import WeightGenerator, _key
+from mosnas.core.elastic import WeightGenerator, _key
+from mosnas.core.supernet import Supernet
+from mosnas.engine.load import load_run
+from mosnas.engine.train import train
 from mosnas.errors import ConfigError
 from mosnas.mt.space import load_space
-from mosnas.run import load_run
-from mosnas.supernet import Supernet
-from mosnas.train import train
 from tests.conftest import make_supernet
 
 

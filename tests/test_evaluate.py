@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sacrebleu.tokenizers import tokenizer_spm
 
-from mosnas.cli import main
+from mosnas.cli.main import main
 from mosnas.config import DataConfig, DecodeConfig
 from mosnas.errors import ConfigError, DataError
 from mosnas.mt.evaluate import evaluate_model, score

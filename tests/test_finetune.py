@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mosnas.export import export_arch
-from mosnas.finetune import finetune
+from mosnas.engine.load import load_run
 from mosnas.mt.export import load_model
 from mosnas.mt.transformer import Transformer
-from mosnas.run import load_run
+from mosnas.pipeline.export import export_arch
+from mosnas.pipeline.finetune import finetune
 
 
 def test_scratch_control_starts_from_the_standard_init_of_its_own_shape(tiny_run_dir, tmp_path):
@@ -39,7 +39,7 @@ def test_scratch_control_starts_from_the_standard_init_of_its_own_shape(tiny_run
 def test_finetuning_runs_at_the_finetune_precision(tiny_run_dir, tmp_path):
     from dataclasses import replace
 
-    from mosnas.finetune import finetune_config
+    from mosnas.pipeline.finetune import finetune_config
 
     run = load_run(tiny_run_dir)
     model_dir = export_arch(run, run.space.smallest(), tmp_path / "subnet")
@@ -54,7 +54,7 @@ def test_finetuning_a_run_that_logged_gradient_conflict(tiny_run_dir, tmp_path):
     is off there instead of refusing the fine-tuning config."""
     from dataclasses import replace
 
-    from mosnas.finetune import finetune_config
+    from mosnas.pipeline.finetune import finetune_config
 
     run = load_run(tiny_run_dir)
     model_dir = export_arch(run, run.space.smallest(), tmp_path / "subnet")

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mosnas.cli import main
+from mosnas.bert.glue.data import TASKS, load_task, read_tsv, subset, task_folders
+from mosnas.bert.glue.harness import finetune
+from mosnas.bert.glue.metrics import compute, metric_key, summary_line
+from mosnas.cli.main import main
 from mosnas.config import GlueConfig
 from mosnas.errors import ConfigError, DataError
-from mosnas.glue import finetune
-from mosnas.glue_data import TASKS, load_task, read_tsv, subset, task_folders
-from mosnas.glue_metrics import compute, metric_key, summary_line
 from tests.conftest import ROOT
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from mosnas import bert
-from mosnas.checkpoint import list_checkpoints
 from mosnas.config import SupernetConfig, load_config
+from mosnas.core.supernet import Supernet
+from mosnas.engine.checkpoint import list_checkpoints
+from mosnas.engine.grad_conflict import ArchGradients, due, labels, overlap_cosine
+from mosnas.engine.train import train
 from mosnas.errors import ConfigError, TrainingError
-from mosnas.grad_conflict import ArchGradients, due, labels, overlap_cosine
-from mosnas.supernet import Supernet
-from mosnas.train import train
 from tests.conftest import ROOT, make_supernet
 
 

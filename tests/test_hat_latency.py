@@ -7,9 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mosnas.cli import main
+from mosnas.cli.main import main
 from mosnas.errors import ConfigError
-from mosnas.hat_latency import FeaturePredictor, feature_names, fit_dataset, raw_features, read_dataset, write_dataset
+from mosnas.latency.datasets import (
+    FeaturePredictor,
+    feature_names,
+    fit_dataset,
+    raw_features,
+    read_dataset,
+    write_dataset,
+)
 from mosnas.mt.space import load_space
 from tests.conftest import ROOT
 

@@ -9,15 +9,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mosnas import bert, config, elastic
+from mosnas import bert, config
 from mosnas.bert.model import BertEncoder
 from mosnas.config import load_config
-from mosnas.elastic import KSHOT, top_left
+from mosnas.core import elastic
+from mosnas.core.elastic import KSHOT, top_left
+from mosnas.core.supernet import Supernet
+from mosnas.engine.load import load_run
+from mosnas.engine.train import train
 from mosnas.errors import ConfigError
-from mosnas.export import export_arch
-from mosnas.run import load_run
-from mosnas.supernet import Supernet
-from mosnas.train import train
+from mosnas.pipeline.export import export_arch
 from tests.conftest import make_supernet
 from tests.test_bert_export import ARCH, tiny_run
 from tests.test_bert_model import MINILM, wiki_lines

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mosnas.errors import ConfigError, PredictorError
-from mosnas.latency import (
+from mosnas.latency.measure import (
     LatencyPredictor,
     LinearPredictor,
     evaluate_predictor,
@@ -21,10 +21,10 @@ from mosnas.latency import (
     workload_precision,
     write_samples,
 )
-from mosnas.latency_predictors import read_meta
+from mosnas.latency.predictors import read_meta
+from mosnas.latency.stats import kendall_tau, scatter_plot
 from mosnas.mt.costs import count_flops
 from mosnas.mt.decode import measure_latency
-from mosnas.stats import kendall_tau, scatter_plot
 from tests.conftest import DATA, make_supernet
 
 SETTINGS = dict(src_len=6, tgt_len=4, beam=2, warmup=1, repeats=5)
@@ -246,8 +246,8 @@ def test_zero_latency_threads_mean_one(space):
 def test_latency_dataset_fit_and_search_with_another_devices_predictor(tiny_run_dir, tmp_path, capsys):
     """`mosnas latency RUN --dataset` writes a portable dataset; `--fit` turns it (or HAT's) into a predictor
     that `mosnas search --predictor` uses; a memory limit no arch meets is one line."""
-    from mosnas.cli import main
-    from mosnas.hat_latency import read_dataset
+    from mosnas.cli.main import main
+    from mosnas.latency.datasets import read_dataset
 
     dataset, pred = tmp_path / "lat.csv", tmp_path / "pred"
     assert main(["latency", str(tiny_run_dir), "--dataset", str(dataset), "--quiet"]) == 0
@@ -269,10 +269,10 @@ def test_training_peak_memory_grows_with_the_generators_experts(space, spm_model
     """The supernet's training peak (one sandwich step + AdamW's first step) per generator: the mixture
     generators hold 2 experts, so their weights, gradients and optimizer state weigh more than shared's."""
     from mosnas.config import DataConfig
-    from mosnas.memory import peak_memory
+    from mosnas.engine.schedule import step_archs
+    from mosnas.latency.memory import peak_memory
     from mosnas.mt.data import load_parallel
     from mosnas.mt.task import train_step
-    from mosnas.schedule import step_archs
 
     data, _ = load_parallel(DataConfig(dir=str(DATA)), "train", spm_model.processor, limit=64)
     batch, cpu = data.collate(data.batches(0)[0]), torch.device("cpu")

@@ -9,9 +9,9 @@ import torch
 from mosnas import mt
 from mosnas.config import LatencyConfig, SupernetConfig
 from mosnas.errors import PredictorError
-from mosnas.latency import measure_interleaved
-from mosnas.latency_predictors import evaluate_predictor
-from mosnas.latency_table import TablePredictor
+from mosnas.latency.measure import measure_interleaved
+from mosnas.latency.predictors import evaluate_predictor
+from mosnas.latency.table import TablePredictor
 
 GROUPS = ("base", "encoder", "decoder")
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from mosnas.cli import main
+from mosnas.cli.main import main
 from mosnas.mt.data import read_lines, train_tokenizer
 from mosnas.mt.export import save_model
 from mosnas.mt.transformer import Transformer, TransformerConfig

@@ -8,15 +8,15 @@ import shutil
 
 import yaml
 
-from mosnas.cli import main
+from mosnas.cli.main import main
 from mosnas.config import config_from_dict, load_config
-from mosnas.paths import PROJECT
-from mosnas.run import load_run
+from mosnas.engine.load import load_run
+from mosnas.workspace.paths import PROJECT
 from tests.conftest import DATA, ROOT, TINY_SPACE
 
 
 def test_the_project_is_the_checkout():
-    assert PROJECT == ROOT and (PROJECT / "mosnas" / "paths.py").is_file()
+    assert PROJECT == ROOT and (PROJECT / "mosnas" / "workspace" / "paths.py").is_file()
 
 
 def test_a_shipped_config_loads_the_same_from_any_directory(tmp_path, monkeypatch):

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from mosnas.config import SearchConfig
-from mosnas.finetune import finetune
+from mosnas.engine.load import load_run
 from mosnas.mt.data import load_parallel
 from mosnas.mt.space import Arch
 from mosnas.mt.task import evaluate_loss
-from mosnas.pipeline import budgets, export_and_score, latency_stage, search_stage
-from mosnas.report import pareto_plot, summary_markdown
-from mosnas.run import load_run
+from mosnas.pipeline.finetune import finetune
+from mosnas.pipeline.latency import latency_stage
+from mosnas.pipeline.report import pareto_plot, summary_markdown
+from mosnas.pipeline.run import export_and_score
+from mosnas.pipeline.search import budgets, search_stage
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,7 @@ def test_budgets_from_fractions_and_absolute_values():
     assert budgets(SearchConfig(max_params=10_000), None) == {"limits": None}
 
 
+@pytest.mark.slow
 def test_latency_search_export_report(run):
     report = latency_stage(run, run.cfg.latency, progress=False)
     assert report["train_samples"] + report["heldout_samples"] == run.cfg.latency.num_samples
@@ -44,7 +47,7 @@ def test_latency_search_export_report(run):
     assert report["table"]["measurements"] == report["table_entries"] + min(20, report["train_samples"])
     assert report["noise"]["n"] >= 2 and report["noise"]["rel_std_pct"] >= 0 and report["seconds_per_arch"] > 0
     assert sum(1 for s in samples if s.get("reference")) == report["noise"]["n"]
-    from mosnas.latency_stage import predictor_of
+    from mosnas.pipeline.latency import predictor_of
 
     predictor = predictor_of(run)[0]  # budgets live in the predictor's span, as in run()
     limit = budgets(
@@ -72,7 +75,7 @@ def test_latency_search_export_report(run):
     row = export_and_score(run, arch, run.run_dir / "export" / "test-budget", run.cfg.latency, progress=False)
     assert row["measured_latency_ms"] > 0 and row["parameters"] > 0 and 0 <= row["bleu"] <= 100
     assert row["peak_memory_mb"] > 0
-    from mosnas.winner import describe_check, hold_budget
+    from mosnas.pipeline.winner import describe_check, hold_budget
 
     held_arch, out, check = hold_budget(run, found, "test-budget", limit, run.cfg.latency, fallbacks=2)
     assert 1 <= len(check["tried"]) <= 3 and check["tried"][0]["arch"] == found["evolution"]["arch"]
@@ -160,7 +163,7 @@ def test_search_rerank_picks_by_validation_bleu(run):
     assert found["evolution"]["arch"] == rows[0]["arch"] == found["evolution"]["candidates"][0]["arch"]
     assert found["evolution"]["fitness"] == rows[0]["fitness"]
     assert found["evolution_best_fitness"] == min(c["fitness"] for c in found["evolution"]["candidates"])
-    from mosnas.pipeline import _rerank_note
+    from mosnas.pipeline.search import rerank_note as _rerank_note
 
     note = _rerank_note(found)
     assert note.startswith(f"picked by val BLEU (12 sentences) among {len(rows)} archs: {rows[0]['score']:.2f}")

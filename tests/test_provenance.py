@@ -6,14 +6,14 @@ import shutil
 
 import pytest
 
-from mosnas.cli import main
+from mosnas.cli.main import main
 from mosnas.config import DataConfig, load_config
-from mosnas.export import export_arch
+from mosnas.engine.load import load_run
+from mosnas.engine.train import train
 from mosnas.mt.data import read_lines, read_parallel
 from mosnas.mt.evaluate import score
-from mosnas.paths import file_sha256
-from mosnas.run import load_run
-from mosnas.train import train
+from mosnas.pipeline.export import export_arch
+from mosnas.workspace.paths import file_sha256
 from tests.conftest import DATA, ROOT
 
 

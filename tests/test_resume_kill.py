@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mosnas.checkpoint import list_checkpoints
+from mosnas.engine.checkpoint import list_checkpoints
 from tests.conftest import DATA, ROOT
 
 ARGS = [

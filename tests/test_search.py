@@ -8,13 +8,13 @@ import torch
 
 from mosnas.config import LatencyConfig, SupernetConfig
 from mosnas.errors import BudgetError, ConfigError
-from mosnas.latency import LinearPredictor
+from mosnas.latency.measure import LinearPredictor
 from mosnas.mt.costs import costs, count_flops, count_parameters
 from mosnas.mt.data import ParallelData
 from mosnas.mt.space import load_space
 from mosnas.mt.task import supernet_fitness
 from mosnas.mt.transformer import num_parameters
-from mosnas.search import Budget, evolutionary_search, random_search, rerank
+from mosnas.search.evolution import Budget, evolutionary_search, random_search, rerank
 from tests.conftest import ROOT, make_supernet
 
 SMALL = dict(population=20, parents=5, mutations=10, crossovers=10, generations=20, progress=False)
@@ -176,7 +176,7 @@ def test_supernet_loss_as_fitness(space):
 def test_summary_flags_a_searched_subnet_worse_than_the_smallest():
     """The quick start once reported a winner 1.1 BLEU below the smallest arch with no word about it."""
     from mosnas import bert, mt
-    from mosnas.report import _below_smallest
+    from mosnas.pipeline.report import _below_smallest
 
     rows = [{"name": "smallest", "kind": "reference", "bleu": 20.0}, {"name": "lat-a", "kind": "search", "bleu": 18.9},
             {"name": "lat-b", "kind": "search", "bleu": 21.3}]  # fmt: skip

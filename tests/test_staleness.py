@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mosnas.cli import main
+from mosnas.cli.main import main
+from mosnas.engine.train import train
 from mosnas.errors import DataError
-from mosnas.pipeline import run
-from mosnas.records import read_json
-from mosnas.train import train
+from mosnas.pipeline.run import run
+from mosnas.workspace.records import read_json
 
 DERIVED = ("latency", "search", "export", "finetune")
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mosnas.cli import main
+from mosnas.cli.main import main
+from mosnas.engine.schedule import step_archs
 from mosnas.errors import ConfigError
 from mosnas.mt.costs import count_parameters
 from mosnas.mt.space import load_space
-from mosnas.schedule import step_archs
 from mosnas.study import stats
 from mosnas.study.archs import (
     arch_key,
@@ -282,7 +282,7 @@ def test_the_report_is_rebuilt_while_another_process_runs_the_study(tmp_path, ca
     path = study_file(tmp_path)
     lock_dir = tmp_path / "work" / "locks" / "s1"
     lock_dir.mkdir(parents=True)
-    code = f"from mosnas.lock import lock_run; lock_run({str(lock_dir)!r}); print('held', flush=True); "
+    code = f"from mosnas.workspace.lock import lock_run; lock_run({str(lock_dir)!r}); print('held', flush=True); "
     holder = subprocess.Popen(
         [sys.executable, "-c", code + "import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )

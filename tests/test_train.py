@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mosnas.checkpoint import list_checkpoints
+from mosnas.engine.checkpoint import list_checkpoints
+from mosnas.engine.load import load_run
+from mosnas.engine.schedule import step_archs
+from mosnas.engine.train import train
 from mosnas.errors import CheckpointError, ConfigError
-from mosnas.run import load_run
-from mosnas.schedule import step_archs
-from mosnas.train import train
 
 
 def _log(run_dir, key):
@@ -43,7 +43,10 @@ def test_sandwich_random_every_k_steps(space):
     assert step_archs(space, "sandwich", 1, 1, 3, random_every=3) == step_archs(space, "sandwich", 1, 1, 3)
 
 
-@pytest.mark.parametrize("generator", ["shared", "layer", "neuron"])
+@pytest.mark.parametrize(
+    "generator",
+    [pytest.param("shared", marks=pytest.mark.slow), pytest.param("layer", marks=pytest.mark.slow), "neuron"],
+)
 def test_training_lowers_the_loss(tiny_cfg, generator):
     cfg = tiny_cfg(
         f"supernet.generator={generator}",

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mosnas.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
 from mosnas.config import load_config
-from mosnas.train import lr_lambda, train
+from mosnas.engine.checkpoint import checkpoint_step, list_checkpoints, read_checkpoint
+from mosnas.engine.train import lr_lambda, train
 from tests.conftest import DATA, ROOT, TINY_SPACE, torchrun_train
 
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -133,7 +133,7 @@ def test_wmt14_config_is_hats_recipe():
 
 def test_a_run_that_spent_its_wall_budget_is_finished(tmp_path):
     # The step that crosses max_minutes is rarely a logged one (log_every): the checkpoint's own clock decides.
-    from mosnas.run import needs_training
+    from mosnas.engine.run_folder import needs_training
 
     cfg = _cfg(tmp_path, "train.max_steps=100000", "train.max_minutes=0.01", "train.log_every=1000")
     train(cfg, show_progress=False)

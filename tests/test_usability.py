@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from mosnas.cli import main
+from mosnas.cli.main import main
 from mosnas.config import Config, load_config, parse_setting
+from mosnas.config.reference import markdown, rows
+from mosnas.engine.run_folder import prepare_run_dir
 from mosnas.errors import ConfigError
-from mosnas.lock import LOCK_NAME, holder, lock_run
-from mosnas.reference import markdown, rows
-from mosnas.run import prepare_run_dir
+from mosnas.workspace.lock import LOCK_NAME, holder, lock_run
 from tests.conftest import DATA, ROOT
 
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -21,7 +21,9 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 def _hold_lock(folder):
     """Another process holding the folder's lock (it sleeps until killed)."""
-    code = f"from mosnas.lock import lock_run; lock_run({str(folder)!r}); print('locked', flush=True); input()"
+    code = (
+        f"from mosnas.workspace.lock import lock_run; lock_run({str(folder)!r}); print('locked', flush=True); input()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"locked"
     return proc
@@ -197,7 +199,7 @@ def test_exports_by_hand_never_replace_another_arch(tmp_path, capsys):
     run = tmp_path / "tiny"
     import random
 
-    from mosnas.run import load_run
+    from mosnas.engine.load import load_run
 
     space = load_run(run).space
     small = space.smallest().to_json()
@@ -214,7 +216,7 @@ def test_exports_by_hand_never_replace_another_arch(tmp_path, capsys):
 
 
 def test_a_finished_run_keeps_the_budget_it_trained_to(tmp_path):
-    from mosnas.run import adopt_config
+    from mosnas.engine.run_folder import adopt_config
 
     assert main(["train", str(TINY), f"out_dir={tmp_path}", f"data.dir={DATA}", "train.max_steps=8", "--quiet"]) == 0
     shorter = load_config(TINY, [f"out_dir={tmp_path}", f"data.dir={DATA}", "decode.beam=3"])  # max_steps 6
@@ -223,6 +225,7 @@ def test_a_finished_run_keeps_the_budget_it_trained_to(tmp_path):
     assert "max_steps: 8" in saved and "beam: 3" in saved
 
 
+@pytest.mark.slow
 def test_a_moved_corpus_is_given_with_data_to_search_and_finetune(tmp_path, capsys):
     """The commands that read a run's corpus after training (search: validation pairs; finetune: training pairs)
     take --data like train and run; without it the error names the folder looked in and the option, one line;

@@ -22,8 +22,9 @@ from mosnas.bert.space import SCHEMA, Arch, load_space
 from mosnas.bert.subspace import CROPPED
 from mosnas.bert.teacher import teacher_path, teacher_weights
 from mosnas.config import Config, LatencyConfig, SupernetConfig
+from mosnas.core.space import Space
 from mosnas.errors import CheckpointError
-from mosnas.space import Space
+from mosnas.workspace.model_dir import ModelDir
 
 __all__ = [
     "COSTS",
@@ -119,7 +120,7 @@ def init_info(cfg: Config) -> dict[str, Any]:
 
 # -- data and training: mosnas.bert.task (distillation) ----------------------------------------------------
 # >>> H1b: the distillation task, its fitness and the evaluation of an exported student (mosnas.bert.task)
-from mosnas.bert.glue import glue_table  # noqa: E402
+from mosnas.bert.glue.stage import glue_table  # noqa: E402
 from mosnas.bert.task import RUN_FILES, check_inputs, evaluate, fitness, prepare, selection_score, task  # noqa: E402
 
 
@@ -148,13 +149,14 @@ def time_model(
 
 def workload(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> Any:
     """The work of one latency sample of an exported encoder (one sequence of `latency.src_len` tokens): a
-    callable the engine times, interleaved with other models' (mosnas.latency.measure_interleaved)."""
+    callable the engine times, interleaved with other models' (mosnas.latency.measure.measure_interleaved)."""
     return latency_workload(model, lc.src_len, 1, device, dtype)
 
 
 def memory(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """Peak memory (MiB) of one latency-protocol forward pass of an exported encoder (mosnas.memory.peak_memory)."""
-    from mosnas.memory import peak_memory
+    """Peak memory (MiB) of one latency-protocol forward pass of an exported encoder
+    (mosnas.latency.memory.peak_memory)."""
+    from mosnas.latency.memory import peak_memory
 
     return peak_memory(model, workload(model, lc, device, dtype), device)
 
@@ -168,7 +170,7 @@ def from_model(cfg: Config, model_dir: Path) -> Config:
     """`cfg` for training on from an exported model (fine-tuning): the weights come from the folder
     (`supernet.pretrained`), not the teacher, so `bert.init` becomes random."""
     read_config(model_dir)  # a BERT folder, or CheckpointError
-    if not (Path(model_dir) / "model.safetensors").is_file():
+    if not ModelDir(Path(model_dir)).weights.is_file():
         raise CheckpointError(f"{model_dir} is not an exported model folder (missing model.safetensors)")
     return replace(cfg, bert=replace(cfg.bert, init="random"))
 

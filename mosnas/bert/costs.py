@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from mosnas.config import LatencyConfig, SupernetConfig
+from mosnas.core.space import Space
 from mosnas.errors import ConfigError
-from mosnas.latency import measure
-from mosnas.space import Space
+from mosnas.latency.measure import measure
 
 MAX_POSITION, TYPE_VOCAB = 512, 2  # BERT's position and segment tables (bert.model.BertDenseConfig's defaults)
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from mosnas.bert.model import BertDenseConfig, BertEncoder, num_parameters
 from mosnas.bert.teacher import load_tokenizer
 from mosnas.errors import CheckpointError, ConfigError
+from mosnas.workspace.model_dir import ModelDir
 
 
 def hf_config(cfg: BertDenseConfig) -> Any:
@@ -79,13 +80,13 @@ def save_model(
         raise ConfigError(f"cannot create export folder {out}: {e.strerror}") from None
     tensors = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out / "model.safetensors.tmp"), metadata={"format": "pt"})
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+    (out / "model.safetensors.tmp").replace(ModelDir(out).weights)
     hf_config(model.cfg).to_json_file(str(out / "config.json"))
     load_tokenizer(run_teacher(run_dir)).save_pretrained(str(out))
     if arch is not None:
-        (out / "arch.json").write_text(json.dumps(arch.to_dict(), indent=1), encoding="utf-8")
+        ModelDir(out).arch.write_text(json.dumps(arch.to_dict(), indent=1), encoding="utf-8")
     record = {"family": "bert", "parameters": num_parameters(model), **(info or {})}
-    (out / "export.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    ModelDir(out).record.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return out
 
 
@@ -108,7 +109,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
             raise CheckpointError(f"{d} is not a BERT model folder (missing {name})")
     model = BertEncoder(read_config(d))
     own = dict(model.named_parameters())
-    found = {k.removeprefix("bert."): v for k, v in load_file(str(d / "model.safetensors")).items()}
+    found = {k.removeprefix("bert."): v for k, v in load_file(str(ModelDir(d).weights)).items()}
     tensors = {k: v for k, v in found.items() if k in own and v.is_floating_point()}
     missing = [k for k in own if k not in tensors and not k.startswith("pooler.")]
     wrong = [k for k, v in tensors.items() if v.shape != own[k].shape]

@@ -1,6 +1,6 @@
 """The BERT family's per-layer latency lookup table: which layer shapes an arch is made of, and the work of
 timing one shape alone under the BERT protocol (one batch of `latency.src_len` tokens; the idea of NAS-BERT,
-Xu et al. 2021: time each layer shape once, sum over an arch's layers; mosnas.latency_table calibrates the sum).
+Xu et al. 2021: time each layer shape once, sum over an arch's layers; mosnas.latency.table calibrates the sum).
 
 An arch's latency splits into two groups of parts:
 - `base` (h): the embeddings (word, position and token-type lookups, LayerNorm) and the pooler, once;
@@ -17,9 +17,9 @@ import torch
 from mosnas.bert.costs import fixed_ids
 from mosnas.bert.model import BertDenseConfig, BertEncoder, BertLayer
 from mosnas.config import LatencyConfig, SupernetConfig
+from mosnas.core.space import Space
 from mosnas.errors import PredictorError
-from mosnas.latency_table import parse_part_key, part_key
-from mosnas.space import Space
+from mosnas.latency.table import parse_part_key, part_key
 
 
 def latency_parts(arch: Any) -> dict[str, list[str]]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mosnas.core.space import Schema, Space, arch_from_dict, arch_from_json, arch_to_dict, read_space
 from mosnas.errors import ArchError, ConfigError
-from mosnas.space import Schema, Space, arch_from_dict, arch_from_json, arch_to_dict, read_space
 
 
 @dataclass(frozen=True)

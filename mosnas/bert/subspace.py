@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mosnas.bert.model import BertDenseConfig, BertEncoder
-from mosnas.space import Space
+from mosnas.core.space import Space
 
 CROPPED = "teacher_init.safetensors"
 

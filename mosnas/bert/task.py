@@ -14,20 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
 from mosnas.bert.data import Batch, TextData, load_text, text_files
 from mosnas.bert.distill import Distiller, check_relation_heads
-from mosnas.bert.glue import check_glue, glue_scores
+from mosnas.bert.glue.stage import check_glue, glue_scores
 from mosnas.bert.subspace import CROPPED, crop_teacher
 from mosnas.bert.teacher import load_teacher, teacher_path, teacher_weights
-from mosnas.checkpoint import list_checkpoints
 from mosnas.config import Config, SearchConfig
+from mosnas.core.space import Arch, Space
 from mosnas.hardware import Precision
-from mosnas.records import fresh, made_from, read_json, write_json
-from mosnas.space import Arch, Space
+from mosnas.workspace.model_dir import ModelDir
+from mosnas.workspace.records import fresh, made_from, read_json, write_json
 
 RUN_FILES = (CROPPED,)  # the teacher cut to a narrower space (`prepare`); the WordPiece is the teacher's
 
@@ -197,14 +196,12 @@ def task(
     return DistillTask(cfg, run_dir, space, fixed, device, precision)
 
 
-def trained_distiller(cfg: Config, space: Space, run_dir: Path, teacher_hidden: int) -> Distiller:
-    """The run's distiller with its trained projection (from the newest checkpoint's `task.*` tensors)."""
+def trained_distiller(cfg: Config, space: Space, task_state: dict[str, torch.Tensor], teacher_hidden: int) -> Distiller:
+    """The run's distiller with its trained projection: `task_state`, the tensors the trainer checkpointed for this
+    task's `module` (a loaded run's `task_state`)."""
     distiller = _distiller(cfg, space, teacher_hidden)
-    own = distiller.state_dict()
-    if own:
-        ckpts = list_checkpoints(Path(run_dir))
-        stored = load_file(str(ckpts[-1] / "optimizer.safetensors")) if ckpts else {}
-        distiller.load_state_dict({k: stored[f"task.{k}"] for k in own})
+    if distiller.state_dict():
+        distiller.load_state_dict(task_state)
     return distiller
 
 
@@ -226,7 +223,7 @@ def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tup
     teacher = load_teacher(cfg.bert.teacher).to(device)
     files = text_files(cfg.data.dir, cfg.data.valid)
     batches, targets, n = _fixed_sample(cfg, teacher, files, sc.valid_sentences, device)
-    distiller = trained_distiller(cfg, run.space, run.run_dir, teacher.config.hidden_size).to(device)
+    distiller = trained_distiller(cfg, run.space, run.task_state, teacher.config.hidden_size).to(device)
 
     def fit(arch: Arch) -> float:
         student = lambda ids, mask: run.net(ids, mask, arch)
@@ -247,10 +244,10 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
     """An exported student's held-out relation loss against the teacher (`distill_loss`: MiniLMv2's Q-Q, K-K,
     V-V KL per token on `eval.limit` sequences of the evaluation text; the same measure whatever objective
     trained it, as it needs no trained projection), saved as eval.distill.json, and with `glue.tasks` its GLUE
-    dev scores (mosnas.bert.glue). Each result is reused only while what it was made from holds."""
+    dev scores (mosnas.bert.glue.stage). Each result is reused only while what it was made from holds."""
     bc, model_dir = cfg.bert, Path(model_dir)
     files = eval_files(cfg)
-    result_file = model_dir / "eval.distill.json"
+    result_file = ModelDir(model_dir).eval("distill")
     record = made_from(
         model=upstream,
         text=[str(f) for f in files],

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
+from mosnas.core.space import Space
 from mosnas.errors import CheckpointError, ConfigError, DataError
-from mosnas.memory import peak_memory
+from mosnas.latency.memory import peak_memory
 from mosnas.mt.costs import costs
 from mosnas.mt.data import count_lines, find_split, load_parallel, load_tokenizer
 from mosnas.mt.decode import latency_workload, measure_latency
@@ -26,9 +27,9 @@ from mosnas.mt.latency_parts import latency_parts, part_workload, space_parts
 from mosnas.mt.space import SCHEMA, Arch, load_space
 from mosnas.mt.task import prepare, supernet_fitness, task
 from mosnas.mt.transformer import Transformer, TransformerConfig
-from mosnas.paths import require_dir
-from mosnas.records import fresh, made_from, read_json, write_json
-from mosnas.space import Space
+from mosnas.workspace.model_dir import ModelDir
+from mosnas.workspace.paths import require_dir
+from mosnas.workspace.records import fresh, made_from, read_json, write_json
 
 __all__ = [
     "COSTS",
@@ -169,12 +170,13 @@ def time_model(
 
 def workload(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype):
     """The work of one latency sample of an exported model (HAT's protocol with `latency` settings): a
-    callable the engine times, interleaved with other models' (mosnas.latency.measure_interleaved)."""
+    callable the engine times, interleaved with other models' (mosnas.latency.measure.measure_interleaved)."""
     return latency_workload(model, lc.src_len, lc.tgt_len, lc.beam, device, dtype)
 
 
 def memory(model: torch.nn.Module, lc: LatencyConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """Peak memory (MiB) of one latency-protocol translation by an exported model (mosnas.memory.peak_memory)."""
+    """Peak memory (MiB) of one latency-protocol translation by an exported model
+    (mosnas.latency.memory.peak_memory)."""
     return peak_memory(model, workload(model, lc, device, dtype), device)
 
 
@@ -204,7 +206,7 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
     eval.<split>.json (with its hypotheses). The result records what it was made from (`upstream`: the
     model's record, and the data, decode and eval settings) and is reused only while they hold."""
     split, ec, data = cfg.eval.split or cfg.data.test, cfg.eval, cfg.data
-    result_file = Path(model_dir) / f"eval.{split}.json"
+    result_file = ModelDir(Path(model_dir)).eval(split)
     record = made_from(
         model=upstream,
         data={"dir": str(data.dir), "src_lang": data.src_lang, "tgt_lang": data.tgt_lang, "split": split},
@@ -212,7 +214,10 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
         eval={"limit": ec.limit, "bleu_tokenize": ec.bleu_tokenize},
     )
     if not fresh(result_file, record, f"evaluation of {Path(model_dir).name} on {split}"):
-        for old in (result_file, Path(model_dir) / f"hyp.{split}.{data.tgt_lang}"):  # a failure leaves no result
+        for old in (
+            result_file,
+            ModelDir(Path(model_dir)).hypotheses(split, data.tgt_lang),
+        ):  # a failure leaves no result
             old.unlink(missing_ok=True)
         model, tokenizer = load_model(model_dir)
         result = evaluate_model(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from mosnas.config import LatencyConfig, SupernetConfig
+from mosnas.core.space import Space
 from mosnas.mt.space import Arch
-from mosnas.space import Space
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -80,7 +80,7 @@ def inference_memory_mb(arch: Arch, parameters: int, space: Space, lc: LatencyCo
     """An estimate (MiB, fp32) of an exported model's peak inference memory under HAT's protocol, for the
     search's memory limit (cheap: no model): the weights, the decoder's self-attention caches after tgt_len
     steps and cross-attention keys/values (beam x k*src_len per layer), and one step's logits. The measured
-    peak (mosnas.memory) is reported beside it for every exported model."""
+    peak (mosnas.latency.memory) is reported beside it for every exported model."""
     q, s, t, b = space.qkv_dim, lc.src_len, lc.tgt_len, lc.beam
     cache = sum(2 * b * t * q + 2 * b * k * s * q for k in arch.decoder_spans)
     encoder = math.prod((b, max(arch.decoder_spans) * s, arch.encoder_embed_dim))  # states repeated for the beam

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from mosnas.errors import ConfigError
-from mosnas.latency import measure
+from mosnas.latency.measure import measure
 from mosnas.mt.transformer import EncoderOut, Transformer
 
 

@@ -15,6 +15,7 @@ from mosnas.config import DataConfig, DecodeConfig
 from mosnas.errors import ConfigError, DataError
 from mosnas.mt.data import find_split, read_parallel, write_lines
 from mosnas.mt.decode import translate
+from mosnas.workspace.model_dir import ModelDir
 
 
 def bleu_metric(tgt_lang: str = "", tokenize: str | None = None) -> BLEU:
@@ -128,8 +129,8 @@ def evaluate_model(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        write_lines(out / f"hyp.{split}.{data.tgt_lang}", hyps)
-        (out / f"eval.{split}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_lines(ModelDir(out).hypotheses(split, data.tgt_lang), hyps)
+        ModelDir(out).eval(split).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
 
 
@@ -137,5 +138,5 @@ def model_about(model_dir: str | Path) -> dict[str, Any]:
     """What a result says about the model it scored: its folder (absolute) and its export.json's
     `provenance` (None for a model exported before models carried one)."""
     d = Path(model_dir)
-    info = json.loads((d / "export.json").read_text(encoding="utf-8")) if (d / "export.json").is_file() else {}
+    info = ModelDir(d).info()
     return {"model": {"dir": str(d.resolve()), "provenance": info.get("provenance")}}

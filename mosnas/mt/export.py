@@ -15,6 +15,7 @@ from mosnas.errors import CheckpointError, ConfigError
 from mosnas.mt.data import load_tokenizer
 from mosnas.mt.space import Arch
 from mosnas.mt.transformer import Transformer, TransformerConfig, num_parameters
+from mosnas.workspace.model_dir import ModelDir
 
 
 def save_model(
@@ -32,13 +33,13 @@ def save_model(
         raise ConfigError(f"cannot create export folder {out}: {e.strerror}") from None
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out / "model.safetensors.tmp"))
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+    (out / "model.safetensors.tmp").replace(ModelDir(out).weights)
     (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1), encoding="utf-8")
     if Path(tokenizer_file).resolve() != (out / "spm.model").resolve():
         shutil.copyfile(tokenizer_file, out / "spm.model")
     if arch is not None:
-        (out / "arch.json").write_text(json.dumps(arch.to_dict(), indent=1), encoding="utf-8")
-    (out / "export.json").write_text(
+        ModelDir(out).arch.write_text(json.dumps(arch.to_dict(), indent=1), encoding="utf-8")
+    ModelDir(out).record.write_text(
         json.dumps({"parameters": num_parameters(model), **(info or {})}, indent=1), encoding="utf-8"
     )
     return out
@@ -56,7 +57,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu"):
             model = Transformer(cfg)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{d}/config.json is not a valid model config: {e}") from None
-    tensors = load_file(str(d / "model.safetensors"))
+    tensors = load_file(str(ModelDir(d).weights))
     own = dict(model.named_parameters())
     if set(own) != set(tensors) or any(own[k].shape != tensors[k].shape for k in own):
         raise CheckpointError(f"{d}/model.safetensors does not match its config.json")

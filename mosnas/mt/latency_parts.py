@@ -1,6 +1,6 @@
 """The translation family's per-layer latency lookup table: which layer shapes an arch is made of, and the work
 of timing one shape alone under HAT's protocol (the idea of NAS-BERT, Xu et al. 2021: measure each layer
-shape once, sum over an arch's layers; mosnas.latency_table fits and calibrates the sum).
+shape once, sum over an arch's layers; mosnas.latency.table fits and calibrates the sum).
 
 An arch's latency splits into three groups of parts:
 - `base` (e, d): source embedding + encoder norm once, then per decoder step the target embedding, decoder
@@ -18,11 +18,11 @@ from collections.abc import Callable
 import torch
 
 from mosnas.config import LatencyConfig, SupernetConfig
+from mosnas.core.space import Space
 from mosnas.errors import PredictorError
-from mosnas.latency_table import parse_part_key, part_key
+from mosnas.latency.table import parse_part_key, part_key
 from mosnas.mt.space import Arch
 from mosnas.mt.transformer import DecoderLayer, EncoderLayer, Transformer, TransformerConfig
-from mosnas.space import Space
 
 GROUPS = ("base", "encoder", "decoder")
 

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from mosnas.config import Config
+from mosnas.core.space import Arch, Space
+from mosnas.core.supernet import Supernet
 from mosnas.hardware import Precision
 from mosnas.mt.data import PAD, ParallelData, load_parallel, load_tokenizer, read_parallel, train_tokenizer
 from mosnas.mt.decode import translate
 from mosnas.mt.evaluate import score
-from mosnas.space import Arch, Space
-from mosnas.supernet import Supernet
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

@@ -5,5 +5,5 @@ front of searched, fine-tuned subnets. Work is split into resumable pieces, each
 
 config.py (the study YAML), stats.py (pure statistics), archs.py (the fixed arch set, compute accounting),
 pieces.py (records: skip, refuse, redo), work.py (training and evaluation pieces), retrain.py (retraining,
-control, Pareto), plan.py (the pieces in order, estimates), report.py and figures.py (Markdown, JSON, plots),
-cli.py (the command)."""
+control, Pareto), plan.py (the pieces in order, estimates), report.py and figures.py (Markdown, JSON, plots);
+the command is mosnas.cli.study."""

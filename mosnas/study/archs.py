@@ -8,9 +8,9 @@ import math
 import random
 from collections.abc import Callable, Sequence
 
+from mosnas.core.space import Arch, Space
+from mosnas.engine.schedule import step_archs
 from mosnas.errors import ConfigError
-from mosnas.schedule import step_archs
-from mosnas.space import Arch, Space
 
 
 def arch_key(arch: Arch) -> str:
@@ -67,7 +67,7 @@ def supernet_pair_flops(
     random_from: int = 0,
 ) -> float:
     """Training FLOPs of `steps` supernet updates per training pair of a batch: every arch the step trains
-    (mosnas.schedule.step_archs: the same archs the loop trained), forward and backward (3 x the forward
+    (mosnas.engine.schedule.step_archs: the same archs the loop trained), forward and backward (3 x the forward
     FLOPs `flops(arch)` of one pair; the usual estimate, Kaplan et al. 2020). Generating MoS weights is
     O(parameters) per step and left out."""
     total = 0.0

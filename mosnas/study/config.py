@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.config import Config, load_config
+from mosnas.config.settings import SEED, build, check_declared, num, one_of, plain, read_yaml
+from mosnas.engine.run_folder import check_inputs
 from mosnas.errors import ConfigError, MosnasError
-from mosnas.paths import PROJECT, absolute
-from mosnas.run import check_inputs
-from mosnas.settings import SEED, build, check_declared, num, one_of, plain, read_yaml
+from mosnas.workspace.paths import PROJECT, absolute
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # keys the study sets itself (every run) or keeps identical across variants (data, space, steps, seeds, metrics)

@@ -1,4 +1,4 @@
-"""The study's plots (Agg canvas, no pyplot state; finished by mosnas.report.save_figure like every run plot):
+"""The study's plots (Agg canvas, no pyplot state; finished by mosnas.pipeline.report.save_figure like every run plot):
 supernet BLEU against scratch BLEU per variant, and every variant's Pareto front against measured latency."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mosnas.report import save_figure
+from mosnas.pipeline.report import save_figure
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 MARKERS = ("o", "s", "^", "D", "v", "P")

@@ -8,9 +8,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from mosnas.paths import PROJECT
 from mosnas.study.side_by_side import describe
 from mosnas.study.work import Study
+from mosnas.workspace.paths import PROJECT
 
 
 def _ms(d: dict[str, Any] | None, digits: int = 2) -> str:

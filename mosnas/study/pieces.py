@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.errors import ConfigError
-from mosnas.records import changes, made_from, read_json, write_json
+from mosnas.workspace.records import changes, made_from, read_json, write_json
 
 
 def inputs_sha(inputs: dict[str, Any]) -> str:

@@ -9,13 +9,13 @@ import functools
 from dataclasses import asdict
 from typing import Any
 
+from mosnas.core.space import Arch
+from mosnas.engine.schedule import step_archs
 from mosnas.family import family_of
-from mosnas.records import made_from, write_json
-from mosnas.schedule import step_archs
-from mosnas.space import Arch
 from mosnas.study.archs import arch_key, random_archs, spanning_archs
 from mosnas.study.pieces import Piece, inputs_sha
 from mosnas.study.work import Study
+from mosnas.workspace.records import made_from, write_json
 
 TIMED_TRANSLATION_S = 0.1  # rough seconds per timed translation, for the estimates of latency measurements
 PARTS = ("fidelity", "retrain", "pareto")  # what `--only` selects (and prepare: vocabulary and arch set only)
@@ -126,8 +126,9 @@ def retrain_piece(study: Study, variant: str, seed: int) -> Piece:
     from mosnas.study.retrain import retrain
 
     rt = study.cfg.retrain
+    scratch_of = lambda arch, s: study.records.run(scratch_piece(study, arch, s))  # the fidelity study's piece
     piece = Piece("retrain", f"{variant}/s{seed}", seed, _stage_inputs(study, variant, seed, "retrain"),
-                  lambda: retrain(study, variant, seed))  # fmt: skip
+                  lambda: retrain(study, variant, seed, scratch_of))  # fmt: skip
     piece.steps = rt.max_steps + study.cfg.steps_scratch + study.cfg.supernet_steps  # the control: about a supernet's
     piece.estimate_s = 2 * estimate_supernet(study, variant, seed) + _decode_s(
         study, 2 + rt.max_steps // rt.check_every

@@ -14,9 +14,6 @@ import torch
 import mosnas
 from mosnas.environment import git_commit
 from mosnas.hardware import machine
-from mosnas.paths import PROJECT
-from mosnas.records import write_json, write_text
-from mosnas.run import read_log
 from mosnas.study import figures
 from mosnas.study.archs import log_points
 from mosnas.study.markdown import markdown
@@ -34,6 +31,9 @@ from mosnas.study.results import (
 )
 from mosnas.study.side_by_side import attach
 from mosnas.study.work import Study
+from mosnas.workspace.paths import PROJECT
+from mosnas.workspace.records import write_json, write_text
+from mosnas.workspace.run_dir import read_log
 
 
 def collect(study: Study) -> dict[str, Any]:

@@ -5,24 +5,27 @@ winner from its inherited weights and find the first check at which its validati
 trained alone from scratch; then the reviewers' control: a dense model of that arch trained from scratch with
 the compute of the whole route (supernet training + search + fine-tuning to the target), matched once in wall
 time and once in FLOPs. Pareto: the pipeline's latency, search, export, short fine-tune and scoring stages
-(mosnas.pipeline.run) at the study's latency fractions."""
+(mosnas.pipeline.run.run) at the study's latency fractions."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from mosnas.config import Config
-from mosnas.export import ensure_export
-from mosnas.finetune import finetune
+from mosnas.core.space import Arch
+from mosnas.engine.load import LoadedRun
 from mosnas.hardware import resolve_precision
-from mosnas.pipeline import export_and_score, search_stage
-from mosnas.pipeline import run as run_pipeline
-from mosnas.run import LoadedRun, read_log
-from mosnas.space import Arch
+from mosnas.pipeline.export import ensure_export
+from mosnas.pipeline.finetune import finetune
+from mosnas.pipeline.run import export_and_score
+from mosnas.pipeline.run import run as run_pipeline
+from mosnas.pipeline.search import search_stage
 from mosnas.study.archs import arch_key, budget_limit, elapsed_at, matched_steps, reach, supernet_pair_flops
 from mosnas.study.work import Study
+from mosnas.workspace.run_dir import read_log
 
 CURVE_KEYS = ("step", "valid_bleu", "valid_nll_fixed")
 
@@ -40,7 +43,7 @@ def pairs_per_batch(run: LoadedRun) -> float:
 
 
 def searched(study: Study, cfg: Config) -> tuple[LoadedRun, Arch, dict[str, Any]]:
-    """The winner of the supernet's evolutionary search (mosnas.pipeline.search_stage) under the retraining's
+    """The winner of the supernet's evolutionary search (mosnas.pipeline.search.search_stage) under the retraining's
     parameter budget, exported; the search's record with its budget."""
     run = study.loaded(cfg.run_dir)
     params = lambda a: run.family.costs(a, run.space, run.net.vocab_size, run.cfg.supernet, cfg.latency)["parameters"]
@@ -94,11 +97,12 @@ def _at(curve: list[dict[str, Any]], step: int) -> float | None:
     return next((r.get("valid_bleu") for r in curve if r["step"] == step), None)
 
 
-def retrain(study: Study, variant: str, seed: int) -> dict[str, Any]:
-    """The retraining piece of one supernet (see the module docstring)."""
+def retrain(study: Study, variant: str, seed: int, scratch_of: Callable[[Arch, int], dict[str, Any]]) -> dict[str, Any]:
+    """The retraining piece of one supernet (see the module docstring); `scratch_of(arch, seed)` is the result
+    of the arch's scratch piece (run now unless its record is done: the plan's, shared with the fidelity study)."""
     rt, cfg = study.cfg.retrain, study.supernet_config(variant, seed)
     run, arch, found = searched(study, cfg)
-    scratch = study.scratch(arch, seed)
+    scratch = scratch_of(arch, seed)
     target = scratch["valid_bleu"]
     out = study.dir.retrain(variant, seed)
     dense = study.dense_config(seed, f"train.log_every={rt.check_every}")  # the loop's clock at every check
@@ -146,7 +150,7 @@ def retrain(study: Study, variant: str, seed: int) -> dict[str, Any]:
 
 def _finetuned(study: Study, run: LoadedRun, cfg: Config, row: dict[str, Any], seed: int) -> dict[str, Any]:
     """A searched winner after the study's short fine-tune (the retraining recipe: the study's dense config),
-    re-measured and scored like the winner itself (mosnas.pipeline.export_and_score)."""
+    re-measured and scored like the winner itself (mosnas.pipeline.run.export_and_score)."""
     steps, ft = study.cfg.pareto.finetune_steps, cfg.finetune
     check = row.get("budget_check")  # the winner, or the fallback that held the budget when measured
     export = run.dir.export(check["tried"][check["chosen"]]["export"] if check else row["name"])

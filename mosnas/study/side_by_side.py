@@ -6,7 +6,7 @@ Each Pareto piece measures its own predictor's samples and re-measures its own w
 shared machine that is not one axis: in the CPU study's first seed the same largest arch measured 105.7 ms in
 one piece and 182.3 ms in another. A piece's budgets are consistent within the piece (its predictor and its
 re-measurements come minutes apart), but fronts from different pieces cannot be compared in ms. This piece
-times every arch together (mosnas.latency.measure_interleaved: each round runs every model once in a fresh
+times every arch together (mosnas.latency.measure.measure_interleaved: each round runs every model once in a fresh
 seeded order, so a slow phase falls on all of them alike), in `BLOCKS` consecutive blocks whose medians' spread
 is each arch's noise floor. Latency does not depend on the weights (HAT's protocol: fixed source and target
 lengths, the exported dense model), so one supernet's exports stand for every variant's, inherited or
@@ -18,8 +18,8 @@ import statistics
 from typing import Any
 
 from mosnas.errors import ConfigError
-from mosnas.latency import device_info, measure_interleaved, noise_floor
-from mosnas.latency_stage import timing
+from mosnas.latency.measure import device_info, measure_interleaved, noise_floor
+from mosnas.pipeline.latency import timing
 from mosnas.study.archs import arch_key
 from mosnas.study.work import Study
 

@@ -1,6 +1,6 @@
 """The study's folders and the work of its training and evaluation pieces: the shared vocabulary, the fixed
 arch set, one supernet per variant and seed (trained in process or through `launch`, e.g. torchrun), one
-model per arch and seed trained alone from scratch (mosnas.finetune), and one evaluation per variant, seed
+model per arch and seed trained alone from scratch (mosnas.pipeline.finetune), and one evaluation per variant, seed
 and arch (the supernet's inherited weights: validation loss and BLEU)."""
 
 from __future__ import annotations
@@ -13,21 +13,24 @@ from typing import Any
 
 import torch
 
-from mosnas.checkpoint import list_checkpoints
 from mosnas.config import Config, SearchConfig
+from mosnas.core.space import Arch
+from mosnas.engine.checkpoint import list_checkpoints
+from mosnas.engine.load import LoadedRun, load_run
+from mosnas.engine.run_folder import needs_training
+from mosnas.engine.train import train
 from mosnas.errors import TrainingError
-from mosnas.export import ensure_export
 from mosnas.family import family_of
-from mosnas.finetune import finetune
 from mosnas.hardware import resolve_precision
-from mosnas.records import read_json
-from mosnas.run import LoadedRun, RunDir, load_run, needs_training, read_log
-from mosnas.space import Arch
+from mosnas.pipeline.export import ensure_export
+from mosnas.pipeline.finetune import finetune
 from mosnas.study.archs import arch_key
 from mosnas.study.config import StudyConfig, run_config, run_overrides
 from mosnas.study.pieces import Records
 from mosnas.study.stats import summarize_series
-from mosnas.train import train
+from mosnas.workspace.model_dir import ModelDir
+from mosnas.workspace.records import read_json
+from mosnas.workspace.run_dir import RunDir, read_log
 
 BOOKKEEPING = ("log_every", "valid_every", "ckpt_every", "keep_last", "threads", "tensorboard")
 RECIPE = ("space", "prenorm", "dropout", "attention_dropout", "activation_dropout", "share_embeddings")
@@ -151,7 +154,7 @@ class Study:
     def score(self, run: LoadedRun, model_dir: Path, cfg: Config) -> dict[str, Any]:
         """BLEU and chrF of an exported model on the study's BLEU split (the family's `evaluate`, reused while
         the model and the settings hold)."""
-        upstream = read_json(model_dir / "export.json").get("made_from")
+        upstream = ModelDir(model_dir).made_from()
         scores = run.family.evaluate(model_dir, cfg, self.progress, upstream)
         return {k: scores[k] for k in ("bleu", "chrf", "sentences", "split", "bleu_signature") if k in scores}
 
@@ -186,9 +189,9 @@ class Study:
 
     def template(self, arch: Arch, seed: int) -> Path:
         """A model folder of `arch` (config, tokenizer; its weights unused): what a from-scratch run starts
-        from (mosnas.finetune draws a fresh init of the arch's own shape)."""
+        from (mosnas.pipeline.finetune draws a fresh init of the arch's own shape)."""
         out = self.dir.template(arch_key(arch))
-        if (out / "arch.json").is_file() and read_json(out / "arch.json") == arch.to_dict():
+        if ModelDir(out).read_arch() == arch.to_dict():
             return out
         cfg = self.dense_config(seed)
         family = family_of(cfg.family)
@@ -216,13 +219,6 @@ class Study:
             "select_loss": self.select_loss(run, arch),
             **self.score(run, model_dir, cfg),
         }
-
-    def scratch(self, arch: Arch, seed: int) -> dict[str, Any]:
-        """The scratch piece of `arch` and `seed` (run now unless its record is done): shared by the fidelity
-        study and the retraining target of a searched arch that happens to be the same."""
-        from mosnas.study.plan import scratch_piece  # the piece's inputs are the plan's
-
-        return self.records.run(scratch_piece(self, arch, seed))
 
     def evaluate(self, variant: str, seed: int, arch: Arch) -> dict[str, Any]:
         """One arch with the supernet's inherited weights: validation loss and BLEU of its export."""

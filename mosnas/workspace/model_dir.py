@@ -1,0 +1,54 @@
+"""An exported model's folder: the one owner of its file names (beside `RunDir`, the run folder's owner).
+
+A model folder holds a dense subnet in its family's format (`model.safetensors`, `config.json`, the tokenizer),
+the arch it was collapsed for (`arch.json`) and, written last, its record (`export.json`: family, parameters,
+provenance and what it was made from); what is made from it lands beside: the re-measured latency
+(`latency.json`), evaluations (`eval.<split>.json`) and GLUE results (`glue/<task>/`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """Every path of an exported model folder."""
+
+    root: Path
+
+    weights = property(lambda self: self.root / "model.safetensors")
+    config = property(lambda self: self.root / "config.json")
+    arch = property(lambda self: self.root / "arch.json")  # the arch the supernet was collapsed for
+    record = property(lambda self: self.root / "export.json")  # written last: the folder is complete once it exists
+    latency = property(lambda self: self.root / "latency.json")  # re-measured latency and peak memory
+
+    def eval(self, split: str) -> Path:
+        """The evaluation result on `split` (e.g. test_2016_flickr, distill)."""
+        return self.root / f"eval.{split}.json"
+
+    def hypotheses(self, split: str, lang: str) -> Path:
+        """The translations of `split` into `lang`, one line per sentence (MT)."""
+        return self.root / f"hyp.{split}.{lang}"
+
+    def glue(self, task: str) -> Path:
+        """The folder of the GLUE results of `task` (`mosnas glue`, a pipeline's GLUE stage)."""
+        return self.root / "glue" / task
+
+    def info(self) -> dict[str, Any]:
+        """The record (export.json) as a dict; {} when the folder has none (not an export, or an unfinished one)."""
+        return json.loads(self.record.read_text(encoding="utf-8")) if self.record.is_file() else {}
+
+    def made_from(self) -> dict[str, Any] | None:
+        """What the model itself was made from (the record's `made_from`: arch and checkpoint), or None."""
+        return self.info().get("made_from")
+
+    def read_arch(self) -> dict[str, Any] | None:
+        """The arch (arch.json) as a dict, or None when the folder has none."""
+        return json.loads(self.arch.read_text(encoding="utf-8")) if self.arch.is_file() else None
+
+
+# the files of a model folder that say what it is (kept with results made from it, e.g. GLUE's)
+RECORD_FILES = (ModelDir(Path()).record.name, ModelDir(Path()).arch.name)
