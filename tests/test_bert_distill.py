@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from mosnas import bert
-from mosnas.bert.data import MIN_TOKENS, TextData, load_text, pack, read_documents, sample_documents, text_files
+from mosnas.bert.data import (
+    MIN_TOKENS,
+    TextData,
+    load_text,
+    pack,
+    read_documents,
+    sample_documents,
+    sample_sequences,
+    text_files,
+)
 from mosnas.bert.distill import Distiller, HiddenProjection, check_relation_heads, hidden_mse, relation_kl
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.teacher import load_teacher
@@ -60,6 +69,35 @@ def test_wikitext_headings_start_documents_and_samples_are_seeded():
     assert sample_documents(docs, 0, 1) == docs
 
 
+def test_held_out_samples_span_the_documents_and_nest(teacher, tmp_path):
+    """A held-out sample is drawn across every document of the split (not its first sequences, 2 of 150
+    documents at 64 sequences), the same whatever the run's seed, and a larger sample holds a smaller one."""
+    files = text_files(WIKIPEDIA, "valid")
+    docs = read_documents(files)
+    per_doc = [len(pack([d], teacher.tokenizer, 48)) for d in docs]
+    owner = [i for i, n in enumerate(per_doc) for _ in range(n)]  # packed sequence -> its document
+    picked = sample_sequences(len(owner), 64)
+    spread = len({owner[i] for i in picked})  # documents weigh by their length: 29 here
+    assert picked == sorted(picked) and spread >= 20 and len({owner[i] for i in range(64)}) <= 3, spread
+    assert set(sample_sequences(len(owner), 16)) <= set(picked) and sample_sequences(len(owner), 0) == list(
+        range(len(owner))
+    )
+    a = load_text(files, teacher.tokenizer, 48, 4, limit_seqs=16, seed=1).ids
+    b = load_text(files, teacher.tokenizer, 48, 4, limit_seqs=16, seed=7).ids
+    whole = pack(docs, teacher.tokenizer, 48)
+    assert (
+        torch.equal(a, b) and torch.equal(a, whole[sample_sequences(len(whole), 16)]) and not torch.equal(a, whole[:16])
+    )
+
+
+def test_a_document_never_continues_into_the_next_shard(tmp_path):
+    """Two shards, the first without a blank line at its end: its last document ends with the file."""
+    (tmp_path / "train-0.txt").write_text("alpha one\nalpha two\n", encoding="utf-8")
+    (tmp_path / "train-1.txt").write_text("beta one\n\ngamma one\n", encoding="utf-8")
+    docs = read_documents(text_files(tmp_path, "train"))
+    assert docs == [["alpha one", "alpha two"], ["beta one"], ["gamma one"]]
+
+
 def test_batches_are_deterministic_per_seed_and_epoch(valid):
     assert valid.batches(3) == valid.batches(3) and valid.batches(3) != valid.batches(4)
     assert sorted(i for b in valid.batches(1) for i in b) == list(range(len(valid)))
@@ -83,6 +121,26 @@ def test_relation_loss_is_zero_for_the_teacher_initialized_largest_and_positive_
         assert float(both(largest, target, b.attention_mask)) < 1e-4
         assert float(relation_kl(smallest["last_qkv"], target["last_qkv"], b.attention_mask, 12)) > 0.01
         assert float(both(smallest, target, b.attention_mask)) > 0.01
+        for loss in ("kl", "mse"):  # the default objective, with either divergence of the relations
+            full = Distiller("full", 12, max(space.hidden), 384, relation_loss=loss)
+            assert (
+                float(full(largest, target, b.attention_mask)) < 1e-4 < float(full(smallest, target, b.attention_mask))
+            )
+
+
+def test_relation_mse_is_autodistils_mean_squared_probability_gap():
+    """On hand-made relations: one query token whose teacher puts all mass on key 0 and a student uniform over
+    its 2 real keys (the third is padding): MSE = ((1 - 1/2)^2 + (0 - 1/2)^2) / 2 = 0.25 per relation type."""
+    big = 30.0  # q.q scores: the teacher's token attends to itself (key 0) only
+    t = torch.tensor([[[big], [0.0], [0.0]]])  # (B=1, T=3, H=1): token 0's self-score 900, others 0
+    s = torch.zeros(1, 3, 1)  # every score 0: uniform
+    mask = torch.tensor([[1, 1, 0]])
+    mse = relation_kl((s,) * 3, (t,) * 3, mask, heads=1, denominator=1.0, divergence="mse")
+    # token 0: teacher [1, 0], student [1/2, 1/2] -> 0.25; token 1: both [1/2, 1/2] (scores 0 and 0) -> 0
+    assert float(mse) == pytest.approx(3 * 0.25, abs=1e-6)
+    assert float(relation_kl((t,) * 3, (t,) * 3, mask, 1, 1.0, "mse")) == 0.0
+    with pytest.raises(ConfigError, match="bert.relation_loss must be one of kl, mse"):
+        Distiller("full", 1, 8, 8, relation_loss="l1")
 
 
 def test_losses_ignore_padding_and_gradients_reach_student_and_projection(teacher, valid):

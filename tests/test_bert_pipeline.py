@@ -4,6 +4,7 @@ search's fitness, bad settings refused before any work, and `mosnas run configs/
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -161,3 +162,41 @@ def test_two_torchrun_ranks_equal_one_process_accumulating_both_shares(tmp_path)
     for name in ("task.projection.proj.weight", "task.projection.proj.bias"):
         torch.testing.assert_close(opt_d[name], opt_1[name], rtol=1e-5, atol=1e-6, msg=name)
     assert read_log(tmp_path / "ddp" / "bert_tiny")[0]["world_size"] == 2
+
+
+def _step_gradients(tmp_path, generator: str, objective: str) -> dict[str, torch.Tensor]:
+    """The gradients of one sandwich step of distillation (largest, smallest, one random arch) on a real batch:
+    every trainable tensor of the supernet and of the task (its projection), summed over the step's archs."""
+    from mosnas.engine.load import build_supernet
+    from mosnas.engine.schedule import archs_of
+    from mosnas.hardware import resolve_precision
+
+    cfg = tiny(tmp_path, f"supernet.generator={generator}", f"bert.objective={objective}")
+    space = bert.load_space(cfg.supernet.space)
+    task = bert.task(cfg, cfg.run_dir, space, None, torch.device("cpu"), resolve_precision("fp32"))
+    net = build_supernet(space, task.vocab_size, cfg)
+    batch = task.collate(task.batches(0)[0])
+    task.step(net, batch, archs_of(cfg.train, space, 0, None), torch.tensor(float(task.count(batch))))
+    own = dict(task.module.named_parameters(prefix="task")) if task.module is not None else {}
+    return {n: p.grad for n, p in {**dict(net.named_parameters()), **own}.items() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "generator", [*(pytest.param(g, marks=pytest.mark.slow) for g in ("shared", "layer", "kshot")), "neuron"]
+)
+def test_the_default_objective_gives_every_trainable_tensor_a_gradient(tmp_path, generator):
+    """bert.objective=full (the default): relations + final hidden states + pooled output. After one step every
+    tensor a student uses has a non-zero gradient, each MoS expert and router included; the relations alone
+    leave the top layer's FFN (its experts) and the pooler untrained, the fault this objective closes."""
+    from mosnas.config import BertConfig
+
+    assert BertConfig().objective == "full"
+    grads = _step_gradients(tmp_path, generator, "full")
+    dead = sorted(n for n, g in grads.items() if g is None or not g.abs().sum() > 0)
+    assert not dead, f"no gradient: {dead}"
+    assert generator == "shared" or any("router" in n for n in grads)
+    relations = _step_gradients(tmp_path / "relations", generator, "relations")
+    untrained = sorted(n for n, g in relations.items() if g is None or not g.abs().sum() > 0)
+    top = max(int(m.group(1)) for n in relations if (m := re.search(r"layer(?:__|\.)(\d+)", n)))
+    assert any("pooler" in n for n in untrained), untrained
+    assert any(f"__layer__{top}__intermediate" in n for n in untrained), untrained  # the top FFN never trains

@@ -7,7 +7,12 @@ blank lines; there a top-level heading line (` = Title = `) starts a new documen
 Packing: the paragraphs of a document are tokenized with the teacher's WordPiece tokenizer (no special tokens)
 and concatenated; the stream is cut into pieces of `max_len - 2` tokens and each piece becomes
 `[CLS] piece [SEP]`, padded with [PAD] to `max_len`. A document's last, shorter piece is kept when it holds at
-least `MIN_TOKENS` tokens. Sequences never cross documents."""
+least `MIN_TOKENS` tokens. Sequences never cross documents, and a document never crosses a file (shard) boundary.
+
+Held-out samples (validation, the search's fitness and rerank, the final evaluation) are `sample_sequences`: a
+seeded random choice among the packed sequences of every document of the split, in corpus order, drawn with
+one fixed seed (HELDOUT_SEED) whatever the run's seed, so supernets of different seeds are scored on the same
+text, and nested (the first N of one seeded order: a larger sample holds every smaller one)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from torch import Tensor
 from mosnas.errors import ConfigError
 
 MIN_TOKENS = 8  # a document's last piece shorter than this is dropped
+HELDOUT_SEED = 1  # every held-out sample of a split is drawn with this seed (the same text for every run)
 _HEADING = re.compile(r"^\s*= [^=].* =\s*$")  # a WikiText article title: ` = Robert Boulter = `
 
 
@@ -40,9 +46,11 @@ def text_files(folder: str | Path, split: str) -> list[Path]:
 
 
 def read_documents(paths: list[Path]) -> list[list[str]]:
-    """Documents (lists of non-blank lines) of text files, in file order."""
+    """Documents (lists of non-blank lines) of text files, in file order; a file's end ends its last document."""
     docs: list[list[str]] = [[]]
     for path in paths:
+        if docs[-1]:
+            docs.append([])  # shards: a document never continues into the next file
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8-sig") as f:
             for line in f.read().split("\n"):
@@ -69,6 +77,16 @@ def sample_documents(docs: list[list[str]], limit: int, seed: int) -> list[list[
         chosen.append(docs[i])
         lines += len(docs[i])
     return chosen
+
+
+def sample_sequences(total: int, limit: int, seed: int = HELDOUT_SEED) -> list[int]:
+    """Indices of `limit` of `total` packed sequences, a seeded random choice in corpus order (0 or more than
+    `total`: all of them); the first `limit` of one seeded order, so a larger sample holds every smaller one."""
+    if not limit or limit >= total:
+        return list(range(total))
+    order = list(range(total))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:limit])
 
 
 def pack(docs: list[list[str]], tokenizer, max_len: int) -> Tensor:
@@ -137,8 +155,11 @@ def load_text(
     limit_seqs: int = 0,
     seed: int = 1,
 ) -> TextData:
-    """Text of `files`: a seeded sample of documents holding `limit_lines` lines (0: all), packed; then
-    the first `limit_seqs` sequences (0: all)."""
+    """Text of `files`: a seeded sample of documents holding `limit_lines` lines (0: all), packed; then a held-out
+    sample of `limit_seqs` sequences across all of them (0: all; `sample_sequences`, seeded by HELDOUT_SEED).
+    `seed` seeds the document sample and the batches' order."""
     docs = sample_documents(read_documents(files), limit_lines, seed)
     ids = pack(docs, tokenizer, max_len)
-    return TextData(ids[:limit_seqs] if limit_seqs else ids, tokenizer.pad_token_id, batch_size, seed)
+    if limit_seqs:
+        ids = ids[sample_sequences(len(ids), limit_seqs)]
+    return TextData(ids, tokenizer.pad_token_id, batch_size, seed)

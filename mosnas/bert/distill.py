@@ -13,7 +13,17 @@ projection from the space's widest hidden size, its first `h` input columns serv
 (it starts as the identity on the first columns, which is exact for the teacher-initialized largest arch). It
 belongs to the distillation, never to an exported student.
 
-`both`: their sum. Every loss is divided by `denominator` (default: the real tokens of the batch)."""
+`pooled`: the pooler's output (tanh(W_p h_[CLS]), what a GLUE head reads) through the same projection, MSE
+per sequence averaged over the teacher's width, counted once per sequence against the teacher's.
+
+`both`: relations + hidden. `full` (the default): relations + hidden + pooled, the objective under which every
+trainable tensor of a student gets a gradient: the relations reach only the last layer's query, key and value
+(its attention output, FFN, LayerNorms and the pooler get none, so MoS's experts and routers of the top FFN
+would never train), the final hidden states reach the rest of the last layer, the pooled output the pooler.
+
+The relation term's divergence is `relation_loss`: `kl` (MiniLMv2's) or `mse` (AutoDistil's Eq. 4: the mean
+squared difference of the relation probabilities over the real keys, per query token). Every loss is divided
+by `denominator` (default: the real tokens of the batch)."""
 
 from __future__ import annotations
 
@@ -25,7 +35,10 @@ from torch import Tensor, nn
 
 from mosnas.errors import ConfigError
 
-OBJECTIVES = ("relations", "hidden", "both")
+OBJECTIVES = ("relations", "hidden", "both", "full")
+RELATION_LOSSES = ("kl", "mse")
+_TERMS = {"relations": ("relations",), "hidden": ("hidden",), "both": ("relations", "hidden")}
+_TERMS["full"] = ("relations", "hidden", "pooled")
 
 
 def check_relation_heads(heads: int, widths: list[int], teacher_hidden: int) -> None:
@@ -53,17 +66,23 @@ def relation_kl(
     mask: Tensor,
     heads: int,
     denominator: Tensor | float | None = None,
+    divergence: str = "kl",
 ) -> Tensor:
-    """MiniLMv2's relation loss: sum over (Q, K, V) of KL(teacher || student) of the relation distributions,
+    """MiniLMv2's relation loss: sum over (Q, K, V) of KL(teacher || student) of the relation distributions
+    (`divergence="mse"`: AutoDistil's mean squared difference of the probabilities over the real keys),
     averaged over relation heads, summed over real query tokens / `denominator`.
 
     student, teacher: (q, k, v) of the last layer, (B, T, H_s) and (B, T, H_t); mask: (B, T), 1 = real token."""
     keys = mask.bool()[:, None, None, :]
     per_token = torch.zeros(mask.shape, device=mask.device)
+    real_keys = mask.sum(-1).clamp(min=1)[:, None, None]  # (B, 1, 1)
     for s, t in zip(student, teacher):
         log_s, log_t = _log_relations(s, heads, keys), _log_relations(t, heads, keys)
-        kl = (log_t.exp() * (log_t - log_s)).masked_fill(~keys, 0.0).sum(-1)  # (B, R, T)
-        per_token = per_token + kl.mean(1)
+        if divergence == "mse":
+            div = (log_t.exp() - log_s.exp()).pow(2).masked_fill(~keys, 0.0).sum(-1) / real_keys  # (B, R, T)
+        else:
+            div = (log_t.exp() * (log_t - log_s)).masked_fill(~keys, 0.0).sum(-1)  # (B, R, T)
+        per_token = per_token + div.mean(1)
     real = mask.bool()
     return per_token[real].sum() / (real.sum() if denominator is None else denominator)
 
@@ -90,23 +109,43 @@ def hidden_mse(projected: Tensor, teacher: Tensor, mask: Tensor, denominator: Te
     return per_token[real].sum() / (real.sum() if denominator is None else denominator)
 
 
-class Distiller(nn.Module):
-    """One distillation objective (`relations`, `hidden` or `both`) and its trained parameters (the hidden
-    projection, for `hidden` and `both`; none for `relations`)."""
+def pooled_mse(projected: Tensor, teacher: Tensor, mask: Tensor, denominator: Tensor | float | None = None) -> Tensor:
+    """Squared error of projected pooled outputs and the teacher's (B, H_t), averaged over H_t, summed over the
+    sequences and divided as the token losses are (`denominator`, default the real tokens): each sequence counts
+    once, like one token."""
+    per_sequence = (projected.float() - teacher.float()).pow(2).mean(-1)
+    return per_sequence.sum() / (mask.bool().sum() if denominator is None else denominator)
 
-    def __init__(self, objective: str, relation_heads: int, max_hidden: int, teacher_hidden: int):
+
+class Distiller(nn.Module):
+    """One distillation objective (`relations`, `hidden`, `both` or `full`, see the module docstring) and its
+    trained parameters (the projection, for every objective but `relations`)."""
+
+    def __init__(
+        self, objective: str, relation_heads: int, max_hidden: int, teacher_hidden: int, relation_loss: str = "kl"
+    ):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ConfigError(f"bert.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-        self.objective, self.heads = objective, relation_heads
+        if relation_loss not in RELATION_LOSSES:
+            raise ConfigError(f"bert.relation_loss must be one of {', '.join(RELATION_LOSSES)}, got {relation_loss!r}")
+        self.objective, self.heads, self.relation_loss, self.terms = (
+            objective,
+            relation_heads,
+            relation_loss,
+            _TERMS[objective],
+        )
         self.projection = HiddenProjection(max_hidden, teacher_hidden) if objective != "relations" else None
 
     def forward(self, student: dict, teacher: dict, mask: Tensor, denominator: Tensor | float | None = None) -> Tensor:
-        """The loss of student outputs against teacher outputs (dicts with "last_qkv" and "hidden")."""
+        """The loss of student outputs against teacher outputs (dicts with "last_qkv", "hidden" and "pooled")."""
         loss = torch.zeros((), device=mask.device)
-        if self.objective in ("relations", "both"):
-            loss = loss + relation_kl(student["last_qkv"], teacher["last_qkv"], mask, self.heads, denominator)
-        if self.projection is not None:
+        if "relations" in self.terms:
+            qkv_s, qkv_t = student["last_qkv"], teacher["last_qkv"]
+            loss = loss + relation_kl(qkv_s, qkv_t, mask, self.heads, denominator, self.relation_loss)
+        if "hidden" in self.terms:
             projected = self.projection(student["hidden"].float())
             loss = loss + hidden_mse(projected, teacher["hidden"], mask, denominator)
+        if "pooled" in self.terms:
+            loss = loss + pooled_mse(self.projection(student["pooled"].float()), teacher["pooled"], mask, denominator)
         return loss

@@ -85,14 +85,16 @@ def prepare(cfg: Config, run_dir: Path) -> None:
 
 
 def _distiller(cfg: Config, space: Space, teacher_hidden: int) -> Distiller:
-    return Distiller(cfg.bert.objective, cfg.bert.relation_heads, max(space.hidden), teacher_hidden)
+    bc = cfg.bert
+    return Distiller(bc.objective, bc.relation_heads, max(space.hidden), teacher_hidden, bc.relation_loss)
 
 
 @torch.no_grad()
 def _targets(teacher: Any, batch: Batch) -> dict[str, Any]:
-    """What the losses read of the teacher: the last layer's q, k, v and hidden states (B, T, H)."""
+    """What the losses read of the teacher: the last layer's q, k, v and hidden states (B, T, H), the pooled
+    output (B, H)."""
     out = teacher.outputs(batch.input_ids, batch.attention_mask)
-    return {"last_qkv": out["last_qkv"], "hidden": out["hidden"]}
+    return {"last_qkv": out["last_qkv"], "hidden": out["hidden"], "pooled": out["pooled"]}
 
 
 @torch.no_grad()
@@ -118,7 +120,7 @@ def heldout_loss(
 
 class DistillTask:
     """Distillation batches of packed text, the sandwich's losses against the teacher (its outputs computed
-    once per batch) and validation records. The hidden projection (objectives `hidden` and `both`) is the
+    once per batch) and validation records. The projection (every objective but `relations`) is the
     task's `module`: the trainer optimizes and checkpoints it with the supernet."""
 
     def __init__(
@@ -208,7 +210,8 @@ def trained_distiller(cfg: Config, space: Space, task_state: dict[str, torch.Ten
 def _fixed_sample(
     cfg: Config, teacher: Any, files: list[Path], limit: int, device: torch.device, desc: str = ""
 ) -> tuple:
-    """The first `limit` sequences of `files` in batches on `device`, and the teacher's outputs for each."""
+    """A held-out sample of `limit` sequences across every document of `files` (mosnas.bert.data.sample_sequences:
+    the same for every run) in batches on `device`, and the teacher's outputs for each."""
     data: TextData = load_text(files, teacher.tokenizer, cfg.bert.max_seq_len, batch_size(cfg), 0, limit)
     batches = [data.collate(b).to(device) for b in data.batches(0, shuffle=False)]
     bar = tqdm(batches, desc=desc, disable=not desc, leave=False, unit="batch")
@@ -217,8 +220,8 @@ def _fixed_sample(
 
 def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tuple[Any, dict[str, Any]]:
     """The search's fitness: the inherited student's distillation loss per token (the run's objective, lower is
-    better) on the first `search.valid_sentences` sequences of `data.valid`; the teacher's outputs are computed
-    once."""
+    better) on a held-out sample of `search.valid_sentences` sequences across all of `data.valid`; the teacher's
+    outputs are computed once."""
     cfg = run.cfg
     teacher = load_teacher(cfg.bert.teacher).to(device)
     files = text_files(cfg.data.dir, cfg.data.valid)
@@ -233,9 +236,9 @@ def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tup
 
 
 def selection_score(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tuple[Any, dict[str, Any]]:
-    """The search's final pick (`search.rerank`): the fitness on the first `search.rerank_sentences` validation
-    sequences (more than the search saw), negated so that higher is better. GLUE is not a pick-time measure: it
-    needs fine-tuning per task."""
+    """The search's final pick (`search.rerank`): the fitness on a held-out sample of `search.rerank_sentences`
+    validation sequences (more than the search saw, holding those), negated so that higher is better. GLUE is
+    not a pick-time measure: it needs fine-tuning per task."""
     fit, about = fitness(run, replace(sc, valid_sentences=sc.rerank_sentences), device, bf16)
     return (lambda arch: -fit(arch)), {"rerank_metric": "-distill loss", "rerank_sentences": about["valid_sequences"]}
 

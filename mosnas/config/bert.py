@@ -18,6 +18,9 @@ class BertConfig:
     max_seq_len: int = num(128, gt=0, le=512)  # WordPiece tokens per sequence ([CLS] and [SEP] included)
     # teacher (every MoS expert copies it: expert_init=copy) | teacher-first (expert 0) | random (no teacher)
     init: str = one_of("teacher", BERT_INITS)
-    objective: str = one_of("relations", ("relations", "hidden", "both"))  # MiniLMv2 relations | TinyBERT hidden | both
+    # full (relations + final hidden states + pooled output: every tensor trains) | relations (MiniLMv2) | hidden
+    # (TinyBERT's last layer) | both (relations + hidden)
+    objective: str = one_of("full", ("full", "relations", "hidden", "both"))
+    relation_loss: str = one_of("kl", ("kl", "mse"))  # the relations' divergence: kl (MiniLMv2) | mse (AutoDistil)
     relation_heads: int = num(12, gt=0)  # must divide every hidden size of the space and the teacher's
     eval_text: str = "../shared/data/wikitext/wikitext-2-raw/wiki.test.raw.gz"  # final held-out text; "": data.test
