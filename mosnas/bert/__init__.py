@@ -16,6 +16,7 @@ from mosnas.bert.costs import costs, latency_workload, measure_latency
 from mosnas.bert.export import init_model as init_model
 from mosnas.bert.export import load_model, read_config
 from mosnas.bert.export import save_model as _save_model
+from mosnas.bert.importance import ORDERED, depth_layers, layer_order
 from mosnas.bert.latency_parts import latency_parts, part_workload, space_parts
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.bert.space import SCHEMA, Arch, load_space
@@ -23,7 +24,7 @@ from mosnas.bert.subspace import CROPPED
 from mosnas.bert.teacher import teacher_path, teacher_weights
 from mosnas.config import Config, LatencyConfig, SupernetConfig
 from mosnas.core.space import Space
-from mosnas.errors import CheckpointError
+from mosnas.errors import CheckpointError, ConfigError
 from mosnas.workspace.model_dir import ModelDir
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "report_notes",
     "save_model",
     "selection_score",
+    "source_names",
     "space_parts",
     "supernet_config",
     "task",
@@ -97,19 +99,43 @@ def dense_config(arch: Arch, space: Space, vocab_size: int, cfg: SupernetConfig)
     )
 
 
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def source_names(arch: Arch, names: list[str], cfg: SupernetConfig) -> dict[str, str]:
+    """Dense tensor name -> the supernet tensor it slices: a student of depth k takes the supernet's k most
+    important layers in order (`supernet.layer_order`, from the importance order: mosnas.bert.importance), its
+    layer j the j-th of them; without a layer order, layer j is layer j. ConfigError for an order that is not a
+    permutation of the space's layers."""
+    if not cfg.layer_order:
+        return {n: n for n in names}
+    keep = depth_layers(cfg.layer_order, arch.layers)
+    if sorted(cfg.layer_order) != list(range(len(cfg.layer_order))) or arch.layers > len(cfg.layer_order):
+        raise ConfigError(f"supernet.layer_order {list(cfg.layer_order)} is not an order of the space's layers")
+    out = {}
+    for n in names:
+        m = _LAYER.match(n)
+        out[n] = f"encoder.layer.{keep[int(m.group(1))]}.{n[m.end() :]}" if m else n
+    return out
+
+
 def supernet_config(cfg: Config) -> SupernetConfig:
     """The supernet settings of a run with its start from the teacher (`bert.init`): `teacher` loads the teacher's
     model.safetensors into every tensor and every MoS expert (expert_init=copy: MoS starts as the teacher and the
     routers' per-arch mixtures break the experts' symmetry under the sandwich rule), `teacher-first` into expert
     0 only (pretrained-first: the others are fresh BERT draws), `random` leaves `supernet` as it is. A teacher
     wider or deeper than the space's largest arch starts it cut to the space (the run's teacher_init.safetensors,
-    written by `prepare`: mosnas.bert.subspace)."""
+    written by `prepare`: mosnas.bert.subspace). With `bert.order=importance` the teacher is the run's
+    importance-ordered one (`teacher/`, mosnas.bert.importance) and shallower archs drop its least important
+    layers first (`supernet.layer_order`)."""
     if cfg.bert.init == "random":
         return cfg.supernet
     expert_init = "copy" if cfg.bert.init == "teacher" else "pretrained-first"
-    cut = cfg.run_dir / CROPPED  # H1b: the teacher cut to a narrower or shallower space
-    weights = cut if cut.is_file() else teacher_weights(cfg.bert.teacher)
-    return replace(cfg.supernet, pretrained=str(weights), expert_init=expert_init)
+    cut = cfg.run_dir / CROPPED  # the teacher cut to a narrower or shallower space
+    ordered = cfg.run_dir / ORDERED / "model.safetensors"
+    weights = cut if cut.is_file() else ordered if ordered.is_file() else teacher_weights(cfg.bert.teacher)
+    order = cfg.supernet.layer_order or layer_order(cfg.run_dir, max(load_space(cfg.supernet.space).layers))
+    return replace(cfg.supernet, pretrained=str(weights), expert_init=expert_init, layer_order=order)
 
 
 def init_info(cfg: Config) -> dict[str, Any]:
@@ -168,11 +194,16 @@ def save_model(model: BertEncoder, out: str | Path, run_dir: Path, arch: Arch, i
 
 def from_model(cfg: Config, model_dir: Path) -> Config:
     """`cfg` for training on from an exported model (fine-tuning): the weights come from the folder
-    (`supernet.pretrained`), not the teacher, so `bert.init` becomes random."""
+    (`supernet.pretrained`), not the teacher, so `bert.init` becomes random; the teacher is the run's own
+    (its importance-ordered teacher, whose units line up with the student's, when it has one)."""
     read_config(model_dir)  # a BERT folder, or CheckpointError
     if not ModelDir(Path(model_dir)).weights.is_file():
         raise CheckpointError(f"{model_dir} is not an exported model folder (missing model.safetensors)")
-    return replace(cfg, bert=replace(cfg.bert, init="random"))
+    ordered = cfg.run_dir / ORDERED
+    teacher = str(ordered.resolve()) if (ordered / "config.json").is_file() else cfg.bert.teacher
+    return replace(
+        cfg, bert=replace(cfg.bert, init="random", teacher=teacher), supernet=replace(cfg.supernet, layer_order=())
+    )
 
 
 # -- reports ---------------------------------------------------------------------------------------

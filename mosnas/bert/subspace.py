@@ -28,11 +28,19 @@ def largest_shapes(space: Space, vocab_size: int) -> dict[str, tuple[int, ...]]:
     return {n: tuple(p.shape) for n, p in model.named_parameters()}
 
 
-def crop_teacher(teacher_file: Path, space: Space, vocab_size: int, out: Path) -> bool:
+def crop_teacher(teacher_file: Path, space: Space, vocab_size: int, out: Path, layers: list[int] | None = None) -> bool:
     """Write the teacher's float tensors (a `bert.` prefix dropped) cut to the space's largest arch into `out`;
-    False, writing nothing, when every tensor fits as it is (the teacher is the space's largest shape or smaller)."""
+    False, writing nothing, when every tensor fits as it is (the teacher is the space's largest shape or smaller).
+    `layers`: the teacher layers the space's layers take, in order (default: the first ones)."""
     shapes = largest_shapes(space, vocab_size)
     tensors = {k.removeprefix("bert."): v for k, v in load_file(str(teacher_file)).items() if v.is_floating_point()}
+    if layers is not None:  # e.g. the most important layers of an importance-ordered teacher, renumbered
+        rename = {f"encoder.layer.{src}.": f"encoder.layer.{dst}." for dst, src in enumerate(layers)}
+        tensors = {
+            next((new + n[len(old) :] for old, new in rename.items() if n.startswith(old)), n): t
+            for n, t in tensors.items()
+            if not n.startswith("encoder.layer.") or any(n.startswith(old) for old in rename)
+        }
     if all(n in shapes and all(a <= b for a, b in zip(t.shape, shapes[n])) for n, t in tensors.items()):
         return False
     cut = {n: t[tuple(slice(0, s) for s in shapes[n])].contiguous() for n, t in tensors.items() if n in shapes}

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mosnas.bert.data import Batch, TextData, load_text, text_files
 from mosnas.bert.distill import Distiller, check_relation_heads
 from mosnas.bert.glue.stage import check_glue, glue_scores
+from mosnas.bert.importance import ORDERED, kept_layers, ordered_teacher
 from mosnas.bert.subspace import CROPPED, crop_teacher
 from mosnas.bert.teacher import load_teacher, teacher_path, teacher_weights
 from mosnas.config import Config, SearchConfig
@@ -28,7 +29,7 @@ from mosnas.hardware import Precision
 from mosnas.workspace.model_dir import ModelDir
 from mosnas.workspace.records import fresh, made_from, read_json, write_json
 
-RUN_FILES = (CROPPED,)  # the teacher cut to a narrower space (`prepare`); the WordPiece is the teacher's
+RUN_FILES = (CROPPED, ORDERED)  # the teacher cut to the space and ordered by importance (`prepare`)
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -69,19 +70,34 @@ def check_inputs(cfg: Config) -> None:
     check_glue(cfg)
 
 
+def distill_teacher(cfg: Config) -> str:
+    """The teacher folder a run distils from and scores against: its importance-ordered teacher (`RUN/teacher/`,
+    whose units line up with the supernet's) when it has one, else `bert.teacher`."""
+    ordered = cfg.run_dir / ORDERED
+    return str(ordered) if (ordered / "config.json").is_file() else cfg.bert.teacher
+
+
 def prepare(cfg: Config, run_dir: Path) -> None:
-    """What a run needs before its supernet is built: with `bert.init` from the teacher and a space narrower or
-    shallower than the teacher, the teacher cut to the space (mosnas.bert.subspace). The tokenizer is the
-    teacher's WordPiece (the run's config names it)."""
+    """What a run needs before its supernet is built, with `bert.init` from the teacher: with `bert.order=
+    importance` the importance-ordered teacher (mosnas.bert.importance), and for a space narrower or shallower
+    than the teacher, the (ordered) teacher cut to the space (mosnas.bert.subspace: a shallower space keeps the
+    most important layers). The tokenizer is the teacher's WordPiece (the run's config names it)."""
     import transformers
 
     from mosnas.bert.space import load_space
 
-    if cfg.bert.init == "random" or (Path(run_dir) / CROPPED).is_file():
+    if cfg.bert.init == "random":
+        return
+    space = load_space(cfg.supernet.space)
+    weights, layers = teacher_weights(cfg.bert.teacher), None
+    if cfg.bert.order == "importance":
+        weights = ordered_teacher(cfg, run_dir) / "model.safetensors"
+        layers = kept_layers(run_dir, max(space.layers))
+    if (Path(run_dir) / CROPPED).is_file():
         return
     folder = teacher_path(cfg.bert.teacher)
     vocab_size = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True).vocab_size
-    crop_teacher(teacher_weights(cfg.bert.teacher), load_space(cfg.supernet.space), vocab_size, Path(run_dir) / CROPPED)
+    crop_teacher(weights, space, vocab_size, Path(run_dir) / CROPPED, layers)
 
 
 def _distiller(cfg: Config, space: Space, teacher_hidden: int) -> Distiller:
@@ -128,7 +144,7 @@ class DistillTask:
     ):
         dc, bc, tc = cfg.data, cfg.bert, cfg.train
         self.space, self.fixed, self.device, self.bf16 = space, fixed, device, precision.bf16
-        self.teacher = load_teacher(bc.teacher).to(device)
+        self.teacher = load_teacher(distill_teacher(cfg)).to(device)
         tok, size = self.teacher.tokenizer, batch_size(cfg)
         self.data = load_text(text_files(dc.dir, dc.train), tok, bc.max_seq_len, size, dc.train_limit, 0, tc.seed)
         valid = load_text(text_files(dc.dir, dc.valid), tok, bc.max_seq_len, size, 0, dc.valid_limit, tc.seed)
@@ -223,7 +239,7 @@ def fitness(run: Any, sc: SearchConfig, device: torch.device, bf16: bool) -> tup
     better) on a held-out sample of `search.valid_sentences` sequences across all of `data.valid`; the teacher's
     outputs are computed once."""
     cfg = run.cfg
-    teacher = load_teacher(cfg.bert.teacher).to(device)
+    teacher = load_teacher(distill_teacher(cfg)).to(device)
     files = text_files(cfg.data.dir, cfg.data.valid)
     batches, targets, n = _fixed_sample(cfg, teacher, files, sc.valid_sentences, device)
     distiller = trained_distiller(cfg, run.space, run.task_state, teacher.config.hidden_size).to(device)
@@ -254,14 +270,14 @@ def evaluate(model_dir: Path, cfg: Config, progress: bool, upstream: dict[str, A
     record = made_from(
         model=upstream,
         text=[str(f) for f in files],
-        bert={"teacher": bc.teacher, "max_seq_len": bc.max_seq_len, "relation_heads": bc.relation_heads},
+        bert={"teacher": distill_teacher(cfg), "max_seq_len": bc.max_seq_len, "relation_heads": bc.relation_heads},
         eval={"limit": cfg.eval.limit},
     )
     if not fresh(result_file, record, f"evaluation of {model_dir.name}"):
         result_file.unlink(missing_ok=True)
         from mosnas.bert.export import load_model
 
-        teacher = load_teacher(bc.teacher)
+        teacher = load_teacher(distill_teacher(cfg))
         student, _ = load_model(model_dir)
         what = f"teacher on {files[0].name}" if progress else ""
         batches, targets, n = _fixed_sample(cfg, teacher, files, cfg.eval.limit, torch.device("cpu"), what)

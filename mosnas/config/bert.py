@@ -22,5 +22,9 @@ class BertConfig:
     # (TinyBERT's last layer) | both (relations + hidden)
     objective: str = one_of("full", ("full", "relations", "hidden", "both"))
     relation_loss: str = one_of("kl", ("kl", "mse"))  # the relations' divergence: kl (MiniLMv2) | mse (AutoDistil)
+    # importance: the teacher permuted so every sliced student holds its most important heads, FFN neurons and
+    # hidden channels, and a shallower one its most important layers (mosnas.bert.importance) | first: first-k
+    order: str = one_of("importance", ("importance", "first"))
+    importance_sequences: int = num(256, gt=0)  # distillation-text sequences the importance is measured on
     relation_heads: int = num(12, gt=0)  # must divide every hidden size of the space and the teacher's
     eval_text: str = "../shared/data/wikitext/wikitext-2-raw/wiki.test.raw.gz"  # final held-out text; "": data.test

@@ -46,6 +46,9 @@ class SupernetConfig:
     router_input: str = one_of("arch", ROUTER_INPUTS)  # arch | constant: routers see ones, not the arch (a control)
     expert_init: str = one_of("independent", EXPERT_INITS)  # copy | independent | pretrained-first
     pretrained: str = ""  # safetensors of a dense model (export) for copy / pretrained-first
+    # the order in which shallower archs drop layers, most important first (the BERT family fills it from its
+    # importance order); (): the first layers (plain slicing)
+    layer_order: tuple[int, ...] = num((), ge=0)
     mos_attention: bool = False  # also mix the attention projections (default: FFN only, as the paper; kshot: all)
     prenorm: bool = True  # LayerNorm before each block (True) or after
     dropout: float = num(0.1, ge=0, lt=1)  # dropout after attention and FFN blocks

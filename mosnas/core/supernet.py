@@ -30,6 +30,10 @@ class DenseFamily(Protocol):
     def mixed_group(self, name: str, mos_attention: bool) -> tuple[str, str] | None:
         """(layer, linear) of a dense tensor that MoS mixes, or None for a tensor that is only sliced."""
 
+    # Optional: `source_names(arch, names, cfg) -> {dense name: supernet tensor it slices}` for a family whose
+    # shallower archs take other layers than the first ones (BERT's importance order); without it, each dense
+    # tensor slices the supernet tensor of its own name.
+
 
 @functools.lru_cache(maxsize=256)
 def _meta_model(build: Any, config: Hashable) -> nn.Module:
@@ -104,7 +108,9 @@ class Supernet(nn.Module):
     def weights(self, arch: Arch) -> dict[str, Tensor]:
         """The arch's dense state dict: sliced (shared) or mixed (MoS), differentiable."""
         shapes = _shapes(_meta_model(self.family.dense_model, self.dense_config(arch)))
-        return self.generator(self.embed(arch), shapes, {n: n for n in shapes})
+        rename = getattr(self.family, "source_names", None)
+        source = rename(arch, list(shapes), self.cfg) if rename is not None else {n: n for n in shapes}
+        return self.generator(self.embed(arch), shapes, source)
 
     def forward(self, *inputs_and_arch: Any) -> Any:
         """`net(*inputs, arch)`: the dense model's output for `arch` on `inputs` (for translation, logits
