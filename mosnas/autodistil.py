@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     return cli_main(["autodistil", *argv])
 
 
-def __getattr__(name: str) -> Any:  # the 0.1 Python API (run_autodistil, route, sub_run, short_name)
+def __getattr__(name: str) -> Any:  # the 0.1 Python API (run_autodistil, sub_run, short_name)
     from mosnas.pipeline import autodistil
 
     value = getattr(autodistil, name)

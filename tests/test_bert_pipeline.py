@@ -113,14 +113,33 @@ def test_mosnas_run_bert_tiny_end_to_end(tmp_path):
     assert strip(again) == strip(results)
 
 
-def test_autodistil_routes_each_budget_to_the_subspace_that_contains_it():
-    from mosnas.pipeline.autodistil import route
+def test_autodistil_ranks_every_subnet_of_all_subspaces_and_picks_the_best_under_each_budget():
+    """AutoDistil's task-agnostic search (AD sec. 3.3): no routing; the CPU sub-spaces cover the whole space."""
+    from mosnas.pipeline.autodistil import all_archs, pick
 
-    smallest = {"tiny": 4_285_296, "small": 7_775_808, "base": 13_648_256}
-    routed = route((5_000_000, 8_000_000, 13_000_000, 15_000_000), smallest)
-    assert routed == {"tiny": [5_000_000], "small": [8_000_000, 13_000_000], "base": [15_000_000]}
-    with pytest.raises(ConfigError, match="below every sub-space"):
-        route((4_000_000,), smallest)
+    boxes = [
+        bert.load_space(ROOT / "configs" / "spaces" / f"bert_autodistil_{k}.yaml") for k in ("tiny", "small", "base")
+    ]
+    whole = bert.load_space(ROOT / "configs" / "spaces" / "bert_minilm.yaml")
+    held = [a for box in boxes for a in all_archs(box)]
+    assert len(held) == len(set(held)) == len(all_archs(whole)) == 480 and set(held) == set(all_archs(whole))
+    ranking = [
+        {"subspace": "small", "parameters": 9, "fitness": 1.0},
+        {"subspace": "tiny", "parameters": 5, "fitness": 2.0},
+    ]
+    assert pick(ranking, 10)["subspace"] == "small" and pick(ranking, 8)["subspace"] == "tiny"
+
+
+def test_autodistil_refuses_a_budget_below_every_subnet_before_any_work(tmp_path):
+    from mosnas.pipeline.autodistil import run_autodistil
+
+    cfg = load_config(
+        ROOT / "configs" / "bert_autodistil.yaml", [f"out_dir={tmp_path}", "search.params_budgets=[1000000]"]
+    )
+    spaces = [str(ROOT / "configs" / "spaces" / f"bert_autodistil_{k}.yaml") for k in ("tiny", "base")]
+    with pytest.raises(ConfigError, match="params budget 1,000,000 is below the smallest subnet of every sub-space"):
+        run_autodistil(cfg, spaces, progress=False)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow
@@ -133,11 +152,21 @@ def test_autodistil_trains_one_shared_supernet_per_subspace_and_searches_the_rig
         spaces[-1].write_text(f"name: {name}\nlayers: {layers}\nhidden: {hidden}\nheads: [2, 4]\nffn: [32, 64]\n")
     cfg = tiny(tmp_path, "supernet.generator=shared", "glue.tasks=[]", "search.params_budgets=[600000,900000]")
     results = run_autodistil(cfg, [str(s) for s in spaces], progress=False)
-    searched = {r["name"]: r for r in results["results"] if r["kind"] == "search"}
-    assert set(searched) == {"params-0.6M (low)", "params-0.9M (high)"}
-    assert all(r["parameters"] <= r["max_params"] for r in searched.values())
+    searched = [r for r in results["results"] if r["kind"] == "search"]
+    ranking = json.loads((tmp_path / "bert_tiny" / "ranking.json").read_text())["subnets"]
+    assert {r["subspace"] for r in ranking} == {"low", "high"} and len(
+        ranking
+    ) == 16  # 2 x (2 hidden x 2 heads x 2 ffn)
+    for row in searched:  # the best subnet of both sub-spaces under the budget, exported from its own supernet
+        best = min((r for r in ranking if r["parameters"] <= row["max_params"]), key=lambda r: r["fitness"])
+        assert (
+            row["subspace"] == best["subspace"]
+            and row["arch"] == best["arch"]
+            and row["parameters"] <= row["max_params"]
+        )
+    assert [r["max_params"] for r in searched] == [600000, 900000]
     assert (tmp_path / "bert_tiny-low" / "checkpoints").is_dir() and (tmp_path / "bert_tiny-high").is_dir()
-    assert "params-0.9M (high)" in (tmp_path / "bert_tiny" / "summary.md").read_text(encoding="utf-8")
+    assert searched[1]["name"] in (tmp_path / "bert_tiny" / "summary.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

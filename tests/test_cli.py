@@ -128,7 +128,7 @@ def test_autodistil_and_its_deprecated_alias_refuse_bad_input_in_one_line(comman
 
 def test_the_old_autodistil_module_forwards_its_python_names_with_a_warning():
     import mosnas.autodistil as old
-    from mosnas.pipeline.autodistil import route
+    from mosnas.pipeline.autodistil import run_autodistil
 
-    with pytest.warns(DeprecationWarning, match="moved to mosnas.pipeline.autodistil.route"):
-        assert old.route is route
+    with pytest.warns(DeprecationWarning, match="moved to mosnas.pipeline.autodistil.run_autodistil"):
+        assert old.run_autodistil is run_autodistil
