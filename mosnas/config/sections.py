@@ -177,10 +177,13 @@ class GlueConfig:
 
     data: str = "../shared/data/glue"  # one folder per task: train.tsv[.gz], dev.tsv[.gz] (GLUE's layout)
     tasks: tuple[str, ...] = ("SST-2", "STS-B")  # what a pipeline's GLUE stage fine-tunes
-    epochs: float = num(3.0, gt=0)  # passes over the training (sub)set; fractions allowed
-    lr: float = num(5e-5, gt=0)  # peak AdamW learning rate
+    epochs: float = num(0.0, ge=0)  # passes over the training (sub)set, fractions allowed; 0: the task's standard
+    lr: float = num(0.0, ge=0)  # peak AdamW learning rate; 0: the task's standard (mosnas.bert.glue.data.RECIPES)
     lr_sweep: tuple[float, ...] = num((), gt=0)  # several lrs: each one fine-tuned, the best dev score kept
     batch_size: int = num(32, gt=0)  # examples per step
+    # length-bucketed batches: each shuffled run of this many batches is sorted by length (Hugging Face's
+    # group_by_length: 50), so a batch pads to similar lengths; 0: plain shuffled batches
+    length_buckets: int = num(50, ge=0)
     max_seq_len: int = num(128, gt=0)  # WordPiece tokens per example (pair included), longer ones truncated
     warmup: float = num(0.1, ge=0, lt=1)  # fraction of the steps with linear warm-up, then linear decay to 0
     weight_decay: float = num(0.01, ge=0)  # AdamW's, not on biases and LayerNorm weights

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mosnas.bert.glue.data import Task, load_task
+from mosnas.bert.glue.data import Task, load_task, recipe
 from mosnas.bert.glue.metrics import METRICS, mean_std, score, summary_line
 from mosnas.config import GlueConfig
 from mosnas.config.settings import check_declared
@@ -121,6 +121,8 @@ def plan(
             raise ConfigError(f"{option}: folder not found: {Path(path).resolve()}")
     model = model_record(model_dir)
     loaded = load_task(data_dir or gc.data, task)
+    epochs, lr = recipe(loaded.name, gc.epochs, gc.lr)  # 0: the task's standard recipe
+    gc = dataclasses.replace(gc, epochs=epochs, lr=lr)
     unknown = [m for m in loaded.spec.metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"{loaded.name}: unknown metric {unknown[0]!r}; expected one of {', '.join(METRICS)}")

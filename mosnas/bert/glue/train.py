@@ -221,6 +221,18 @@ def train_run(
     }
 
 
+def epoch_batches(lengths: list[int], batch_size: int, buckets: int, gen: torch.Generator) -> list[list[int]]:
+    """One epoch's batches of example indices: a seeded shuffle cut into batches; with `buckets`, each run of
+    `buckets` batches of the shuffle is sorted by length first, longest first (Hugging Face's group_by_length
+    megabatches), so a batch pads to similar lengths while the epoch stays random."""
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    if buckets:
+        size = buckets * batch_size
+        chunks = [order[i : i + size] for i in range(0, len(order), size)]
+        order = [i for chunk in chunks for i in sorted(chunk, key=lambda j: -lengths[j])]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def _loop(
     model: Any, task: Task, data: Prepared, gc: GlueConfig, lr: float, seed: int, precision: Precision, progress: bool
 ) -> tuple[int, list[float], float]:
@@ -234,14 +246,15 @@ def _loop(
     sched = get_linear_schedule_with_warmup(opt, round(gc.warmup * steps), steps)
     targets = torch.tensor(data.targets, dtype=torch.float32 if task.regression else torch.long)
     gen = torch.Generator().manual_seed(seed)
-    order: list[int] = []
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    order: list[list[int]] = []
     bar = tqdm(total=steps, desc=f"{task.name} lr {lr:g} seed {seed}", disable=not progress, leave=False)
     start, losses = time.perf_counter(), []
     model.train()
     for step in range(steps):
         if not order:
-            order = torch.randperm(n, generator=gen).tolist()
-        idx, order = order[: gc.batch_size], order[gc.batch_size :]
+            order = epoch_batches(lengths, gc.batch_size, gc.length_buckets, gen)
+        idx, order = order[0], order[1:]
         with autocast(device, precision):
             logits = model(**collate(data.train, idx, data.pad_id, device)).logits
         teacher = data.teacher[idx].to(device) if data.teacher is not None else None
