@@ -5,7 +5,7 @@ recipe and seeds, on the same machine, one after the other (issue 26, item 1).
     pip install 'mosnas[bench]'   # accelerate, which Trainer needs (a benchmark-only dependency)
     python benchmarks/glue_reference.py [--tasks RTE MRPC STS-B CoLA SST-2] [--seeds 1] [--threads 2]
 
-The recipe is mosnas's standard one (mosnas.bert.glue.data.RECIPES): AdamW (weight decay 0.01, not on biases and
+The recipe is mosnas's standard one (mosnas.bert.glue.recipe.RECIPES): AdamW (weight decay 0.01, not on biases and
 LayerNorm weights), linear warm-up over 10% of the steps then linear decay, batch 32, max length 128, dynamic
 padding and length-grouped batches (Trainer's train_sampling_strategy=group_by_length; mosnas's
 glue.length_buckets = 50), gradient
@@ -27,9 +27,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, write  # noqa: E402
 
-from mosnas.bert.glue.data import load_task, recipe, subset  # noqa: E402
+from mosnas.bert.glue.data import load_task, subset  # noqa: E402
 from mosnas.bert.glue.harness import finetune  # noqa: E402
 from mosnas.bert.glue.metrics import compute, score  # noqa: E402
+from mosnas.bert.glue.recipe import recipe  # noqa: E402
 from mosnas.config import GlueConfig  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "glue_reference"

@@ -132,3 +132,31 @@ def test_the_old_autodistil_module_forwards_its_python_names_with_a_warning():
 
     with pytest.warns(DeprecationWarning, match="moved to mosnas.pipeline.autodistil.run_autodistil"):
         assert old.run_autodistil is run_autodistil
+
+
+@pytest.mark.parametrize(
+    "config, budget, fragment",
+    [
+        ("configs/tiny.yaml", "search.max_params=100", "satisfies params <= 100 (smallest arch: 15,344)"),
+        (
+            "configs/bert_tiny.yaml",
+            "search.params_budgets=[1000]",
+            "satisfies params <= 1,000 (smallest arch: 499,104)",
+        ),
+    ],
+)
+def test_a_budget_below_the_smallest_arch_is_refused_before_training(tmp_path, capsys, config, budget, fragment):
+    from mosnas.cli.main import main
+
+    code = main(
+        [
+            "run",
+            config,
+            budget,
+            f"out_dir={tmp_path}",
+            f"data.dir={DATA}" if "bert" not in config else "name=b",
+            "--quiet",
+        ]
+    )
+    _one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), fragment)
+    assert not list(tmp_path.rglob("checkpoints")) and not list(tmp_path.rglob("train_log.jsonl"))

@@ -255,7 +255,7 @@ def test_the_teacher_learns_sst2(tmp_path):
 def test_the_standard_recipe_fills_what_is_not_given_and_batches_bucket_by_length():
     """glue.epochs / glue.lr = 0 (the defaults) take the task's standard recipe; given values win. Length
     buckets keep every example once per epoch, seeded, with batches of similar lengths."""
-    from mosnas.bert.glue.data import RECIPES, recipe
+    from mosnas.bert.glue.recipe import RECIPES, recipe
     from mosnas.bert.glue.train import epoch_batches
 
     assert recipe("RTE", 0, 0) == RECIPES["RTE"] == (10.0, 5e-5) and recipe("RTE", 2, 0) == (2, 5e-5)

@@ -178,7 +178,7 @@ class GlueConfig:
     data: str = "../shared/data/glue"  # one folder per task: train.tsv[.gz], dev.tsv[.gz] (GLUE's layout)
     tasks: tuple[str, ...] = ("SST-2", "STS-B")  # what a pipeline's GLUE stage fine-tunes
     epochs: float = num(0.0, ge=0)  # passes over the training (sub)set, fractions allowed; 0: the task's standard
-    lr: float = num(0.0, ge=0)  # peak AdamW learning rate; 0: the task's standard (mosnas.bert.glue.data.RECIPES)
+    lr: float = num(0.0, ge=0)  # peak AdamW learning rate; 0: the task's standard (mosnas.bert.glue.recipe.RECIPES)
     lr_sweep: tuple[float, ...] = num((), gt=0)  # several lrs: each one fine-tuned, the best dev score kept
     batch_size: int = num(32, gt=0)  # examples per step
     # length-bucketed batches: each shuffled run of this many batches is sorted by length (Hugging Face's

@@ -35,8 +35,11 @@ from mosnas.hardware import Precision, resolve_precision
 from mosnas.workspace.run_dir import RunDir, truncate_log
 
 
-def train(cfg: Config, resume: bool = False, force: bool = False, show_progress: bool = True) -> Path:
+def train(
+    cfg: Config, resume: bool = False, force: bool = False, show_progress: bool = True, ready: Any = None
+) -> Path:
     """Train the supernet of `cfg` into `cfg.run_dir`; with `resume`, continue from the newest checkpoint.
+    `ready(run_dir) -> None`: a caller's check of the prepared run (the pipeline's size budgets), before training.
     Under torchrun every rank trains the same archs on its own share of each global batch, and every
     decision to stop (step or wall budget, non-finite loss, SIGINT/SIGTERM) is taken by all ranks at once."""
     tc, family = cfg.train, family_of(cfg.family)
@@ -45,6 +48,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False, show_progress:
         prepare_run_dir(cfg, resume, force)
         family.prepare(cfg, cfg.run_dir)
     ddp.barrier()
+    if ready is not None:
+        ready(cfg.run_dir)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     # rank 0 probes alone (ranks probing at once on shared cores would measure each other) and tells the rest

@@ -21,7 +21,7 @@ from mosnas.engine.train import train
 from mosnas.pipeline.finetune import finetune
 from mosnas.pipeline.latency import latency_stage, predictor_of
 from mosnas.pipeline.rebuild import write_reports
-from mosnas.pipeline.search import budgets, costs_of, rerank_note, search_stage
+from mosnas.pipeline.search import budgets, check_size_budgets, costs_of, rerank_note, search_stage
 from mosnas.pipeline.winner import describe_check, hold_budget, remeasure
 from mosnas.workspace.model_dir import ModelDir
 from mosnas.workspace.records import write_json
@@ -92,7 +92,7 @@ def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, An
 
     if force or needs_training(cfg):
         stage("train", f"train: {cfg.supernet.generator} supernet -> {cfg.run_dir}")
-        train(cfg, resume=not force, force=force, show_progress=progress)
+        train(cfg, resume=not force, force=force, show_progress=progress, ready=lambda d: check_size_budgets(cfg, d))
     else:
         adopt_config(cfg)  # the stages below read the run's config: the decode, eval, search... settings given now
     loaded = load_run(cfg.run_dir)

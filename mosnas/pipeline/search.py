@@ -108,3 +108,23 @@ def rerank_note(found: dict[str, Any]) -> str:
 def costs_of(run: LoadedRun, arch: Arch, lc: LatencyConfig) -> dict[str, int]:
     """The exact costs of `arch` in `run` (parameters, FLOPs at the latency lengths, the family's extras)."""
     return run.family.costs(arch, run.space, run.net.vocab_size, run.cfg.supernet, lc)
+
+
+def check_size_budgets(cfg: Any, run_dir: Path) -> None:
+    """Every parameter, FLOPs and memory limit of `cfg.search` admits the space's smallest arch (costs need the
+    run's vocabulary: called once the run is prepared, before its supernet trains). BudgetError (one line)
+    otherwise, the search's own message."""
+    from mosnas.errors import BudgetError
+    from mosnas.family import family_of
+
+    sc, family = cfg.search, family_of(cfg.family)
+    space = family.load_space(cfg.supernet.space)
+    smallest = space.smallest()
+    costs = family.costs(smallest, space, family.vocab(run_dir)[1], family.supernet_config(cfg), cfg.latency)
+    limits = [("params", size, costs["parameters"]) for size in (*sc.params_budgets, sc.max_params) if size]
+    limits += [("FLOPs", sc.max_flops, costs["flops"])] if sc.max_flops else []
+    if sc.max_memory_mb and "memory_mb" in costs:
+        limits.append(("memory", sc.max_memory_mb, costs["memory_mb"]))
+    failed = [f"{name} <= {limit:,} (smallest arch: {value:,})" for name, limit, value in limits if value > limit]
+    if failed:
+        raise BudgetError(f"no architecture in space '{space.name}' satisfies {failed[0]}")

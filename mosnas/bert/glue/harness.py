@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mosnas.bert.glue.data import Task, load_task, recipe
+from mosnas.bert.glue.data import Task, load_task
 from mosnas.bert.glue.metrics import METRICS, mean_std, score, summary_line
+from mosnas.bert.glue.recipe import recipe
 from mosnas.config import GlueConfig
 from mosnas.config.settings import check_declared
 from mosnas.errors import ConfigError
