@@ -160,3 +160,27 @@ def test_a_budget_below_the_smallest_arch_is_refused_before_training(tmp_path, c
     )
     _one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), fragment)
     assert not list(tmp_path.rglob("checkpoints")) and not list(tmp_path.rglob("train_log.jsonl"))
+
+
+def test_a_missing_argument_message_names_only_what_is_required(capsys):
+    """Every command run with nothing: the error lists required arguments only (argparse also lists an optional
+    positional such as `mosnas run`'s overrides when an earlier one is missing)."""
+    import argparse
+
+    from mosnas.cli.main import _parser, main
+
+    (sub,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for command, parser in sub.choices.items():
+        optional = {a.metavar or a.dest for a in parser._actions if a.nargs in ("*", "?") or not a.required}
+        required = {a.metavar or a.dest for a in parser._actions if a.required and a.nargs not in ("*", "?")}
+        required |= {o for a in parser._actions if a.required and a.option_strings for o in a.option_strings}
+        code = main([command])
+        err = capsys.readouterr().err.strip()
+        if code == 0:  # nothing is required (mosnas config lists every key)
+            assert not required, command
+            continue
+        assert code == 2, (command, code)
+        assert err.startswith("mosnas: error:") and err.count("\n") == 0, (command, err)
+        if "are required:" in err:
+            named = {n.strip() for n in err.split("required:")[1].split("(see")[0].split(",")}
+            assert named <= required and not named & (optional - required), (command, named)

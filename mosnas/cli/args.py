@@ -21,6 +21,10 @@ class Parser(argparse.ArgumentParser):
         from mosnas.errors import ConfigError
 
         hint = ""
+        if message.startswith("the following arguments are required:"):  # name only what is required:
+            optional = {a.metavar or a.dest for a in self._actions if a.nargs in ("*", "?")}  # argparse lists these
+            names = [n.strip() for n in message.split(":", 1)[1].split(",")]
+            message = "the following arguments are required: " + ", ".join(n for n in names if n not in optional)
         bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if bad:  # a mistyped command
             hint = did_you_mean(bad.group(1), re.findall(r"[\w-]+", bad.group(2)))
