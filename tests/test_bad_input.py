@@ -319,3 +319,68 @@ def test_a_missing_test_split_is_refused_before_training(capsys, tmp_path, corpu
     missing = r"missing corpus file .*test_2016_flickr.en\[\.gz\]"
     expect_error(capsys, missing, *TRAIN, "--data", d, f"out_dir={tmp_path}")
     assert not any(tmp_path.glob("*/checkpoints"))  # nothing trained for a run that could not be scored
+
+
+def _damage(kind: str, folder: Path) -> None:
+    """Damage one file of an exported model folder the way disks and hands do."""
+    weights = folder / "model.safetensors"
+    if kind == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:200])
+    elif kind == "weights with a damaged header":
+        data = bytearray(weights.read_bytes())
+        data[8:40] = b"\xff" * 32
+        weights.write_bytes(bytes(data))
+    elif kind == "weights that are not safetensors":
+        weights.write_text("hello")
+    elif kind == "foreign subword model":
+        (folder / "spm.model").write_bytes(b"\x00not a sentencepiece model" * 10)
+    elif kind == "export.json not JSON":
+        (folder / "export.json").write_text("{oops")
+    elif kind == "arch.json not JSON":
+        (folder / "arch.json").write_text("[1, 2")
+
+
+DAMAGES = [
+    ("truncated weights", "model.safetensors is not a readable safetensors file"),
+    ("weights with a damaged header", "model.safetensors is not a readable safetensors file"),
+    ("weights that are not safetensors", "model.safetensors is not a readable safetensors file"),
+    ("foreign subword model", "spm.model is not a readable sentencepiece model"),
+    ("export.json not JSON", r"export\.json is not valid JSON \(line 1"),
+    ("arch.json not JSON", r"arch\.json.* is not valid JSON"),
+]
+READS = {"arch.json not JSON": {"finetune"}}  # translate and evaluate never read arch.json
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run_dir, tmp_path_factory):
+    """The tiny run's smallest subnet exported once; each case damages a copy of it."""
+    out = tmp_path_factory.mktemp("export") / "smallest"
+    assert main(["export", str(tiny_run_dir), "--arch", "smallest", "--out", str(out)]) == 0
+    return out
+
+
+CASES = [(c, k, f) for k, f in DAMAGES for c in ("translate", "evaluate", "finetune") if c in READS.get(k, {c})]
+
+
+@pytest.mark.parametrize("command, kind, fragment", CASES, ids=[f"{c}-{k}" for c, k, _ in CASES])
+def test_a_damaged_model_file_is_one_line_for_every_command(
+    capsys, tmp_path, exported, tiny_run_dir, command, kind, fragment
+):
+    """Every command that reads a model folder: one line naming the file and what is wrong, exit 2, nothing
+    written (kind 4 of issue 33: damaged, truncated or foreign files)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(exported, model)
+    capsys.readouterr()
+    _damage(kind, model)
+    before = sorted(p.name for p in model.iterdir())
+    extra = {"translate": ["--input", DATA / "val.en.gz"], "evaluate": ["--limit", 4], "finetune": ["--steps", 1]}
+    args = [command, model, *extra[command]]
+    name = "damaged-" + kind.replace(" ", "-").replace(".", "")
+    if command == "finetune":
+        args += ["--run", tiny_run_dir, "--name", name]
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and len(err.splitlines()) == 1 and re.search(fragment, err), (code, err)
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert not list((tiny_run_dir / "finetune").glob(f"{name}*"))  # no run folder, no record of one

@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mosnas.bert.model import BertDenseConfig, BertEncoder, num_parameters
 from mosnas.bert.teacher import load_tokenizer
 from mosnas.errors import CheckpointError, ConfigError
+from mosnas.workspace.files import load_tensors
 from mosnas.workspace.model_dir import ModelDir
 
 
@@ -109,7 +110,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
             raise CheckpointError(f"{d} is not a BERT model folder (missing {name})")
     model = BertEncoder(read_config(d))
     own = dict(model.named_parameters())
-    found = {k.removeprefix("bert."): v for k, v in load_file(str(ModelDir(d).weights)).items()}
+    found = {k.removeprefix("bert."): v for k, v in load_tensors(ModelDir(d).weights).items()}
     tensors = {k: v for k, v in found.items() if k in own and v.is_floating_point()}
     missing = [k for k in own if k not in tensors and not k.startswith("pooler.")]
     wrong = [k for k, v in tensors.items() if v.shape != own[k].shape]

@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mosnas.bert.model import BertDenseConfig, BertEncoder
 from mosnas.core.space import Space
+from mosnas.workspace.files import load_tensors
 
 CROPPED = "teacher_init.safetensors"
 
@@ -33,7 +34,11 @@ def crop_teacher(teacher_file: Path, space: Space, vocab_size: int, out: Path, l
     False, writing nothing, when every tensor fits as it is (the teacher is the space's largest shape or smaller).
     `layers`: the teacher layers the space's layers take, in order (default: the first ones)."""
     shapes = largest_shapes(space, vocab_size)
-    tensors = {k.removeprefix("bert."): v for k, v in load_file(str(teacher_file)).items() if v.is_floating_point()}
+    tensors = {
+        k.removeprefix("bert."): v
+        for k, v in load_tensors(teacher_file, "teacher weights").items()
+        if v.is_floating_point()
+    }
     if layers is not None:  # e.g. the most important layers of an importance-ordered teacher, renumbered
         rename = {f"encoder.layer.{src}.": f"encoder.layer.{dst}." for dst, src in enumerate(layers)}
         tensors = {

@@ -185,6 +185,10 @@ class Space:
             if not path.is_file():
                 raise ArchError(f"arch file not found: {path} (or give 'largest', 'smallest' or JSON)")
             text = path.read_text(encoding="utf-8")
+            try:
+                return self.validate(arch_from_json(self.schema.arch, text))
+            except ArchError as e:  # name the file: a damaged arch.json of a model folder, say
+                raise ArchError(f"{path}: {e}") from None
         return self.validate(arch_from_json(self.schema.arch, text))
 
     # -- sampling: layer counts first, then global dims, then each layer's values, in schema order ----------

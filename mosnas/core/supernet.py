@@ -73,7 +73,10 @@ class Supernet(nn.Module):
             path = Path(cfg.pretrained)
             if not path.is_file():
                 raise ConfigError(f"supernet.pretrained: file not found: {path}")
-            tensors = load_file(str(path))  # a dense model of this family (an export): the supernet's names
+            try:  # a dense model of this family (an export): the supernet's names
+                tensors = load_file(str(path))
+            except Exception as e:  # safetensors' own error type for a damaged header, OSError for a short file
+                raise ConfigError(f"supernet.pretrained: {path} is not a readable safetensors file ({e})") from None
             # only floating tensors are weights: integer ones are buffers (e.g. Hugging Face's position_ids)
             tensors = {n: t for n, t in tensors.items() if t.is_floating_point()}
             bad = [

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mosnas.core.space import Arch, Schema, Space
 from mosnas.errors import PredictorError
 from mosnas.latency.stats import prediction_errors
+from mosnas.workspace.files import load_tensors
 from mosnas.workspace.records import write_text
 
 
@@ -125,7 +126,7 @@ class LatencyPredictor:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise PredictorError(f"{meta_path} is not a latency predictor description ({e!r})") from None
         try:
-            pred.net.load_state_dict(load_file(str(weights_path)))
+            pred.net.load_state_dict(load_tensors(weights_path, "predictor weights"))
         except RuntimeError as e:
             first = str(e).splitlines()[0]
             raise PredictorError(f"{weights_path} does not match {meta_path}: {first}") from None

@@ -198,6 +198,7 @@ def from_model(cfg: Config, model_dir: Path) -> Config:
     """`cfg` with the vocabulary of an exported model (training on from it: fine-tuning)."""
     if not (model_dir / "spm.model").is_file():
         raise CheckpointError(f"{model_dir} is not an exported model folder (missing spm.model)")
+    load_tokenizer(model_dir / "spm.model")  # a damaged or foreign one: one line now, not after a run folder exists
     return replace(cfg, data=replace(cfg.data, tokenizer=str(model_dir / "spm.model")))
 
 

@@ -164,7 +164,10 @@ def load_tokenizer(path: str | Path) -> spm.SentencePieceProcessor:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"subword model not found: {path}")
-    return spm.SentencePieceProcessor(model_file=str(path))
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as e:  # sentencepiece: a RuntimeError for a damaged or foreign file
+        raise DataError(f"{path} is not a readable sentencepiece model ({str(e).splitlines()[0][:80]})") from None
 
 
 def encode(sp: spm.SentencePieceProcessor, lines: list[str]) -> list[list[int]]:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mosnas.errors import CheckpointError, ConfigError
 from mosnas.mt.data import load_tokenizer
 from mosnas.mt.space import Arch
 from mosnas.mt.transformer import Transformer, TransformerConfig, num_parameters
+from mosnas.workspace.files import load_tensors
 from mosnas.workspace.model_dir import ModelDir
 
 
@@ -57,7 +58,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu"):
             model = Transformer(cfg)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{d}/config.json is not a valid model config: {e}") from None
-    tensors = load_file(str(ModelDir(d).weights))
+    tensors = load_tensors(ModelDir(d).weights)
     own = dict(model.named_parameters())
     if set(own) != set(tensors) or any(own[k].shape != tensors[k].shape for k in own):
         raise CheckpointError(f"{d}/model.safetensors does not match its config.json")

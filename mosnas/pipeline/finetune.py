@@ -20,6 +20,7 @@ from mosnas.engine.train import train
 from mosnas.errors import CheckpointError
 from mosnas.family import Family, family_of
 from mosnas.pipeline.export import ensure_export
+from mosnas.workspace.files import check_tensors
 from mosnas.workspace.model_dir import ModelDir
 from mosnas.workspace.records import fresh, made_from, write_json
 from mosnas.workspace.run_dir import RunDir, read_log, remove
@@ -56,6 +57,8 @@ def finetune_config(
     for needed in (ModelDir(model_dir).arch, ModelDir(model_dir).weights):
         if not needed.is_file():
             raise CheckpointError(f"{model_dir} is not an exported model folder (missing {needed.name})")
+    check_tensors(ModelDir(model_dir).weights)  # damaged weights or arch: one line before a run folder is made
+    ModelDir(model_dir).read_arch()
     run_cfg = family_of(run_cfg.family).from_model(run_cfg, model_dir)  # e.g. its vocabulary
     sn = replace(
         run_cfg.supernet,

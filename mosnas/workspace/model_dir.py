@@ -7,10 +7,11 @@ provenance and what it was made from); what is made from it lands beside: the re
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mosnas.workspace.files import read_json_file
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ModelDir:
 
     def info(self) -> dict[str, Any]:
         """The record (export.json) as a dict; {} when the folder has none (not an export, or an unfinished one)."""
-        return json.loads(self.record.read_text(encoding="utf-8")) if self.record.is_file() else {}
+        return read_json_file(self.record, "model record") if self.record.is_file() else {}
 
     def made_from(self) -> dict[str, Any] | None:
         """What the model itself was made from (the record's `made_from`: arch and checkpoint), or None."""
@@ -47,7 +48,7 @@ class ModelDir:
 
     def read_arch(self) -> dict[str, Any] | None:
         """The arch (arch.json) as a dict, or None when the folder has none."""
-        return json.loads(self.arch.read_text(encoding="utf-8")) if self.arch.is_file() else None
+        return read_json_file(self.arch, "arch") if self.arch.is_file() else None
 
 
 # the files of a model folder that say what it is (kept with results made from it, e.g. GLUE's)
