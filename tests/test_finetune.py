@@ -61,3 +61,24 @@ def test_finetuning_a_run_that_logged_gradient_conflict(tiny_run_dir, tmp_path):
     cfg = replace(run.cfg, train=replace(run.cfg.train, grad_conflict_every=5))
     ft = finetune_config(cfg, model_dir, tmp_path / "ft", "x", 2, 1e-4, 1, 1, 0, False)
     assert ft.train.sampling == "fixed" and ft.train.grad_conflict_every == 0
+
+
+def test_a_fine_tuning_log_counts_the_models_own_parameters(tiny_cfg, tmp_path):
+    """Issue 33, kind 3: the log of a fixed-arch run (fine-tuning, from scratch) names the model's parameters,
+    not the supernet's that holds it; a supernet run names the supernet's."""
+    import json
+
+    from mosnas.cli.main import main
+    from mosnas.engine.load import load_run
+    from mosnas.engine.train import train
+
+    tiny_run_dir = train(tiny_cfg("name=own", "train.max_steps=2"), show_progress=False)  # its own: it writes
+    model = tmp_path / "smallest"
+    assert main(["export", str(tiny_run_dir), "--arch", "smallest", "--out", str(model), "--quiet"]) == 0
+    own = json.loads((model / "export.json").read_text())["parameters"]
+    assert main(["finetune", str(model), "--steps", "1", "--valid-bleu", "0", "--name", "own-params", "--quiet"]) == 0
+    start = json.loads((tiny_run_dir / "finetune" / "own-params" / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["parameters"] == own == 15_344 and start["supernet_parameters"] > own
+    first = json.loads((tiny_run_dir / "train_log.jsonl").read_text().splitlines()[0])
+    assert first["parameters"] == sum(p.numel() for p in load_run(tiny_run_dir).net.parameters())
+    assert "supernet_parameters" not in first

@@ -4,6 +4,7 @@ arch through the model family's own dense model with the arch's generated weight
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,6 +104,12 @@ class Supernet(nn.Module):
 
     def dense_config(self, arch: Arch) -> Hashable:
         return self.family.dense_config(arch, self.space, self.vocab_size, self.cfg)
+
+    def num_parameters(self, arch: Arch) -> int:
+        """The parameters of `arch`'s dense model (what its export holds), from the shapes alone."""
+        return sum(
+            math.prod(s) for s in _shapes(_meta_model(self.family.dense_model, self.dense_config(arch))).values()
+        )
 
     def embed(self, arch: Arch) -> Tensor:
         device = next(self.parameters()).device

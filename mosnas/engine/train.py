@@ -157,7 +157,7 @@ class Trainer:
         return self.batches[self.position - 1]
 
     def _start(self, show_progress: bool) -> None:
-        ddp = self.ddp
+        ddp, size = self.ddp, sum(p.numel() for p in self.params)
         if ddp.main:
             record_precision(self.run.root, self.precision)
         self.log(
@@ -165,7 +165,8 @@ class Trainer:
                 "step": self.step,
                 "event": "start" if self.step == 0 else "resume",
                 **self.task.info,
-                "parameters": sum(p.numel() for p in self.params),
+                "parameters": self.net.num_parameters(self.fixed) if self.fixed else size,  # the object trained
+                **({"supernet_parameters": size} if self.fixed else {}),
                 "generator": self.cfg.supernet.generator,
                 "device": str(ddp.device),
                 "world_size": ddp.world,
