@@ -110,3 +110,28 @@ def test_corrupted_and_foreign_checkpoints_are_refused(tiny_cfg):
     model.write_bytes(model.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         load_run(run_dir)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.max_steps=2", "train.max_steps=2 is below step 4 of .* newest checkpoint"),
+        ("train.max_minutes=0.0001", r"train.max_minutes=0.0001 is already spent by .* \(0.0 min trained\)"),
+        ("data.vocab_size=150", r"holds a different run \(changed: data.vocab_size\)"),
+        ("supernet.space=configs/spaces/multi30k.yaml", r"holds a different run \(changed: supernet.space\)"),
+    ],
+)
+def test_a_resume_the_checkpoints_cannot_honour_is_refused_and_the_config_kept(tiny_cfg, override, fragment):
+    """Issue 33, kind 1: `--resume` with a step or wall budget already passed, or another data or space key: one
+    line, and config.yaml still describes the checkpoints."""
+    import re
+
+    from mosnas.errors import ConfigError
+
+    cfg = tiny_cfg("name=resumed", "train.max_steps=4", "train.max_minutes=0")
+    run_dir = train(cfg, show_progress=False)
+    saved = (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError) as e:
+        train(tiny_cfg("name=resumed", "train.max_steps=8", override), resume=True, show_progress=False)
+    assert re.search(fragment, str(e.value)) and "\n" not in str(e.value), str(e.value)
+    assert (run_dir / "config.yaml").read_text() == saved

@@ -103,6 +103,27 @@ def _refuse_other_run(cfg: Config, resume: bool, force: bool) -> None:
         raise ConfigError(f"{run.root} exists and is not a mosnas run; choose another name or pass --force")
 
 
+def check_resumable(cfg: Config) -> None:
+    """Refuse (one line, before config.yaml is rewritten) budgets a resumed run has already passed: a
+    train.max_steps below the newest checkpoint's step, a train.max_minutes it has already trained for. The saved
+    config always describes what the checkpoints hold."""
+    ckpts = list_checkpoints(cfg.run_dir)
+    if not ckpts:
+        return
+    step, elapsed = checkpoint_step(ckpts[-1]), read_json(ckpts[-1] / "state.json").get("elapsed", 0.0)
+    tc = cfg.train
+    if tc.max_steps < step:
+        raise ConfigError(
+            f"train.max_steps={tc.max_steps} is below step {step} of {cfg.run_dir}'s newest checkpoint: a resumed run "
+            f"cannot undo training (give train.max_steps >= {step}, or --force to start over)"
+        )
+    if tc.max_minutes and elapsed >= tc.max_minutes * 60 and step < tc.max_steps:
+        raise ConfigError(
+            f"train.max_minutes={tc.max_minutes:g} is already spent by {cfg.run_dir} ({elapsed / 60:.1f} min trained): "
+            "give a larger train.max_minutes to continue it, or --force to start over"
+        )
+
+
 def adopt_config(cfg: Config) -> None:
     """Continue a trained run with `cfg`: refused when it is another run; its stage settings become the run's."""
     lock_run(cfg.run_dir)
@@ -128,6 +149,8 @@ def prepare_run_dir(cfg: Config, resume: bool, force: bool) -> Path:
         raise ConfigError(f"cannot write to run directory {run.root}: {e.strerror}") from None
     try:
         _refuse_other_run(cfg, resume, force)
+        if resume and not force:
+            check_resumable(cfg)
     except ConfigError:
         if created:  # refused before any work: leave nothing behind
             unlock_run(run.root)
