@@ -164,3 +164,22 @@ def test_the_issue_command_scores_french_on_another_test_set(fr_model, tmp_path,
     assert result["pair"] == "en-fr" and result["references"] == str(DATA / "test_2017_flickr.fr.gz")
     assert (model / "hyp.test_2017_flickr.fr").is_file() and not (model / "hyp.test_2017_flickr.de").exists()
     assert "test_2017_flickr, en-fr" in capsys.readouterr().out
+
+
+def test_a_model_with_another_runs_vocabulary_is_refused(tiny_cfg, tmp_path, capsys):
+    """Issue 33, kind 2: a model of run A fine-tuned `--run B` whose subword model differs: one line, nothing
+    trained; --override-record for those who mean it."""
+    from mosnas.engine.train import train
+
+    a = train(tiny_cfg("name=A", "train.max_steps=2"), show_progress=False)
+    b = train(tiny_cfg("name=B", "train.max_steps=2", "data.vocab_size=180"), show_progress=False)
+    model = tmp_path / "model"
+    assert main(["export", str(a), "--arch", "smallest", "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", str(model), "--run", str(b), "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "the run's spm.model (sha256)" in err and "contradicts the model's record" in err and len(err.splitlines()) == 1
+    )
+    assert not (b / "finetune").exists()
+    assert main(["finetune", str(model), "--run", str(a), "--steps", "1", "--valid-bleu", "0", "--quiet"]) == 0

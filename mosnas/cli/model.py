@@ -231,6 +231,19 @@ def finetune_command(args: argparse.Namespace) -> int:
     if run.cfg.family == "mt":
         pair = f"{run.cfg.data.src_lang}-{run.cfg.data.tgt_lang}"
         from_record(f"the run's language pair ({run_path})", pair, record.get("pair"), model, args.override_record)
+    tokenizer = (record.get("tokenizer") or {}).get("file")
+    if tokenizer and (run.run_dir / tokenizer).is_file():  # e.g. the run's own subword model (mt)
+        from mosnas.workspace.paths import file_sha256
+
+        theirs = (record.get("tokenizer") or {}).get("sha256")
+        ours = file_sha256(run.run_dir / tokenizer)
+        from_record(
+            f"the run's {tokenizer} (sha256)",
+            ours[:12],
+            theirs and theirs[:12],
+            model,
+            args.override_record,
+        )
     name = args.name or f"{model.name}-{'scratch' if args.scratch else 'ft'}"
     ft = (args.steps, args.lr)
     export, curve = finetune(
