@@ -10,6 +10,11 @@ from typing import Any
 from mosnas.errors import CheckpointError
 
 
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CheckpointError(f"{path} is not a readable safetensors file ({reason})")
+
+
 def load_tensors(path: str | Path, what: str = "weights") -> dict[str, Any]:
     """The tensors of a safetensors file. CheckpointError when it is missing, truncated, or not safetensors."""
     from safetensors.torch import load_file
@@ -20,8 +25,7 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, Any]:
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own SafetensorError (a Rust error type) besides OSError
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable safetensors file ({reason})") from None
+        raise _unreadable(path, e) from None
 
 
 def check_tensors(path: str | Path, what: str = "weights") -> None:
@@ -36,8 +40,7 @@ def check_tensors(path: str | Path, what: str = "weights") -> None:
         with safe_open(str(path), "pt") as f:
             list(f.keys())
     except Exception as e:  # safetensors' own error type, or OSError
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable safetensors file ({reason})") from None
+        raise _unreadable(path, e) from None
 
 
 def read_json_file(path: str | Path, what: str = "record") -> Any:
