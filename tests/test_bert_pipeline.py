@@ -106,6 +106,7 @@ def test_mosnas_run_bert_tiny_end_to_end(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == found["parameters"]
     summary = (cfg.run_dir / "summary.md").read_text(encoding="utf-8")
     assert "| params-0.8M |" in summary and "SST-2 accuracy" in summary
+    assert "| teacher |" in summary and "of the teacher" in summary  # the teacher under the same recipe
     stamp = (folder / "glue" / "SST-2" / "result.json").stat().st_mtime_ns
     again = run(cfg, progress=False)
     assert (folder / "glue" / "SST-2" / "result.json").stat().st_mtime_ns == stamp
