@@ -26,6 +26,7 @@ from mosnas.core.space import Arch, Space
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.latency.predictors import read_meta
 from mosnas.latency.stats import prediction_errors
+from mosnas.workspace.files import UNREADABLE, reason
 from mosnas.workspace.records import write_text
 
 HAT_COLUMNS = {  # HAT's latency_dataset header -> our schema's embedding attribute (translation family)
@@ -79,8 +80,8 @@ def read_dataset(path: str | Path) -> dict[str, Any]:
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ConfigError(f"{path}: not a readable CSV latency dataset ({e})") from None
+    except (*UNREADABLE, csv.Error) as e:
+        raise ConfigError(f"{path}: not a readable CSV latency dataset ({reason(e)})") from None
     if len(rows) < 2:
         raise ConfigError(f"{path}: a latency dataset needs a header and at least one row")
     head = rows[0]

@@ -21,6 +21,7 @@ from mosnas.core.space import Arch
 from mosnas.errors import ConfigError, PredictorError
 from mosnas.hardware import Precision, cpu_flags, cpu_name, resolve_precision
 from mosnas.latency.predictors import LatencyPredictor, LinearPredictor, evaluate_predictor
+from mosnas.workspace.files import read_text_file
 from mosnas.workspace.records import write_text
 
 __all__ = ["LatencyPredictor", "LinearPredictor", "evaluate_predictor"]  # their home: mosnas.latency.predictors
@@ -225,10 +226,13 @@ def write_samples(samples: list[dict[str, Any]], path: str | Path) -> None:
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """Read latency samples written by write_samples."""
-    path = Path(path)
-    if not path.is_file():
-        raise PredictorError(f"latency samples not found: {path}")
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise PredictorError(f"{path}: line {e.lineno} is not valid JSON") from None
+    text = read_text_file(path, "latency samples", PredictorError)
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise PredictorError(f"{path}: line {n} is not valid JSON") from None
+    return out

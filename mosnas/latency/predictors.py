@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mosnas.core.space import Arch, Schema, Space
-from mosnas.errors import PredictorError
+from mosnas.errors import CheckpointError, PredictorError
 from mosnas.latency.stats import prediction_errors
-from mosnas.workspace.files import load_tensors
+from mosnas.workspace.files import load_tensors, read_json_file
 from mosnas.workspace.records import write_text
 
 
@@ -118,15 +118,19 @@ class LatencyPredictor:
         for p in (meta_path, weights_path):
             if not p.is_file():
                 raise PredictorError(f"latency predictor file not found: {p}")
+        meta = read_meta(folder, "mlp")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
             space = Space.from_dict(meta["space"], schema, str(meta_path))
-            pred = cls(space, meta["hidden"], meta["num_layers"], meta["seed"])
+            pred = cls(space, int(meta["hidden"]), int(meta["num_layers"]), int(meta["seed"]))
             pred.mean, pred.std = float(meta["mean"]), float(meta["std"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise PredictorError(f"{meta_path} is not a latency predictor description ({e!r})") from None
         try:
-            pred.net.load_state_dict(load_tensors(weights_path, "predictor weights"))
+            tensors = load_tensors(weights_path, "predictor weights")
+        except CheckpointError as e:
+            raise PredictorError(str(e)) from None
+        try:
+            pred.net.load_state_dict(tensors)
         except RuntimeError as e:
             first = str(e).splitlines()[0]
             raise PredictorError(f"{weights_path} does not match {meta_path}: {first}") from None
@@ -180,12 +184,7 @@ class LinearPredictor:
 def read_meta(folder: str | Path, kind: str | None = None) -> dict[str, Any]:
     """The predictor.json of a predictor folder (of `kind` when given); PredictorError when missing or other."""
     path = Path(folder) / "predictor.json"
-    if not path.is_file():
-        raise PredictorError(f"latency predictor file not found: {path}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PredictorError(f"{path} is not valid JSON (line {e.lineno})") from None
+    meta = read_json_file(path, "latency predictor", PredictorError)
     if not isinstance(meta, dict):
         raise PredictorError(f"{path} is not a latency predictor description")
     if kind is not None and meta.get("kind", "mlp") != kind:

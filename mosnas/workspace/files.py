@@ -3,16 +3,41 @@ line naming the file and what is wrong (CheckpointError: exit 2 at the command l
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
-from mosnas.errors import CheckpointError
+from mosnas.errors import CheckpointError, MosnasError
+
+# What reading a damaged text file can raise: an OS error (gzip's BadGzipFile among them), a truncated gzip stream
+# (EOFError), damaged deflate data (zlib.error), bytes that are not UTF-8.
+UNREADABLE = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
+def reason(e: Exception) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_text_file(path: str | Path, what: str = "file", error: type[MosnasError] = CheckpointError) -> str:
+    """The text of a UTF-8 file, gunzipped when its name ends in .gz. `error` (one line naming the file) when it is
+    missing, truncated, damaged or not UTF-8 text."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+                return f.read()
+        return path.read_text(encoding="utf-8")
+    except UNREADABLE as e:
+        raise error(f"{path} cannot be read as {what} ({reason(e)})") from None
 
 
 def _unreadable(path: Path, e: Exception) -> CheckpointError:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return CheckpointError(f"{path} is not a readable safetensors file ({reason})")
+    return CheckpointError(f"{path} is not a readable safetensors file ({reason(e)})")
 
 
 def load_tensors(path: str | Path, what: str = "weights") -> dict[str, Any]:
@@ -43,14 +68,14 @@ def check_tensors(path: str | Path, what: str = "weights") -> None:
         raise _unreadable(path, e) from None
 
 
-def read_json_file(path: str | Path, what: str = "record") -> Any:
-    """A JSON file's content. CheckpointError when it is missing, unreadable or not JSON."""
+def read_json_file(path: str | Path, what: str = "record", error: type[MosnasError] = CheckpointError) -> Any:
+    """A JSON file's content. `error` (CheckpointError unless given) when it is missing, unreadable or not JSON."""
     path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{what} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__})") from None
+    except UNREADABLE as e:
+        raise error(f"{path} cannot be read ({reason(e)})") from None
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+        raise error(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.errors import ConfigError, DataError
+from mosnas.workspace.files import UNREADABLE, reason
 
 Column = str | int  # a header name, or a 0-based position in a file without header (CoLA)
 
@@ -124,8 +125,8 @@ def read_tsv(path: Path) -> list[list[str]]:
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
             return [row for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if row]
-    except (OSError, UnicodeDecodeError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except (*UNREADABLE, csv.Error) as e:
+        raise DataError(f"cannot read {path}: {reason(e)}") from None
 
 
 def task_folders(data_dir: Path) -> list[str]:
@@ -211,6 +212,8 @@ def _is_regression(values: list[str]) -> bool:
 
 def _examples(rows: list[list[str]], spec: TaskSpec, path: Path) -> tuple[list[Example], int]:
     """The examples of a split's rows and how many rows were skipped for missing columns."""
+    if not rows:
+        raise DataError(f"{path}: empty (no header, no rows)")
     header = rows[0] if spec.header else []
     if spec.header:
         rows = rows[1:]
@@ -223,6 +226,11 @@ def _examples(rows: list[list[str]], spec: TaskSpec, path: Path) -> tuple[list[E
     width = max(*text_pos, label_pos) + 1
     out = [Example(tuple(r[i] for i in text_pos), r[label_pos].strip()) for r in rows if len(r) >= width]
     return out, len(rows) - len(out)
+
+
+def spec_columns(spec: TaskSpec) -> str:
+    """The columns a task's rows need, as the message names them."""
+    return ", ".join(str(c) for c in (*spec.text_columns, spec.label_column))
 
 
 def _labels(spec: TaskSpec, train: list[Example]) -> tuple[str, ...]:
@@ -256,7 +264,8 @@ def load_task(data_dir: str | Path, task: str) -> Task:
     loaded = Task(folder.name, folder, spec, labels, train, dev, files, skipped)
     for split, examples in [("train", train), *dev.items()]:
         if not examples:
-            raise DataError(f"{files[split]}: no examples")
+            why = f" (every row has fewer columns than {spec_columns(spec)})" if skipped else ""
+            raise DataError(f"{files[split]}: no examples{why}")
         for e in examples:
             try:
                 loaded.target(e.label)
