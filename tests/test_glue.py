@@ -112,8 +112,12 @@ def test_official_metrics_equal_hand_computed_values():
 
 def test_summary_line():
     result = {"metrics": {"accuracy": 81.2}, "std": {"accuracy": 0.4}, "lr": 5e-5, "lrs": [5e-5], "seeds": [1]}
-    result |= {"epochs": 2.0, "dev_examples": 872}
-    assert summary_line("SST-2", result) == "SST-2 dev accuracy 81.20 (872 examples, 2 epochs, lr 5e-05, seed 1)"
+    result |= {"epochs": 2.0, "dev_examples": 872, "dev_examples_available": 872}
+    result |= {"train_examples": 2000, "train_examples_available": 67349}
+    assert summary_line("SST-2", result) == (
+        "SST-2 dev accuracy 81.20 (all 872 dev examples; 2 epochs over 2,000 of 67,349 train examples, "
+        "lr 5e-05, seed 1)"
+    )  # the counts are the subset's, and say so (issue 33, kind 3)
     result |= {"seeds": [1, 2], "lrs": [2e-5, 5e-5]}
     assert "accuracy 81.20 ± 0.40" in summary_line("SST-2", result)
     assert "lr 5e-05 (best of 2e-05 5e-05), seeds 1 2" in summary_line("SST-2", result)
@@ -164,7 +168,7 @@ def test_tiny_bert_fine_tunes_sst2_and_stsb_through_the_cli(tiny_bert, tmp_path,
     assert glue(tiny_bert, "--task", "SST-2", "sts-b", "--out", out, *limits) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("SST-2 dev accuracy ") and lines[0].endswith(
-        "(64 examples, 1 epoch, lr 3e-05, seed 1)"
+        "(64 of 872 dev examples; 1 epoch over 64 of 67,349 train examples, lr 3e-05, seed 1)"
     )  # SST-2's standard lr
     assert lines[1].startswith("STS-B dev Pearson ") and " / Spearman " in lines[1]
     sst, sts = _result(out, "SST-2"), _result(out, "STS-B")

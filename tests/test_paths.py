@@ -69,7 +69,7 @@ def test_a_run_saved_with_relative_paths_still_loads_from_anywhere(tiny_run_dir,
     assert record["data"]["dir"] == str(DATA) and record["pair"] == "en-de"
     capsys.readouterr()
     assert main(["evaluate", str(old / "export" / "smallest"), "--limit", "2", "--quiet"]) == 0
-    assert "(2 sentences, test_2016_flickr, en-de, references " + str(DATA) in capsys.readouterr().out
+    assert "(2 of 1,000 sentences, test_2016_flickr, en-de, references " + str(DATA) in capsys.readouterr().out
 
 
 def _one_error_line(capsys) -> str:

@@ -203,12 +203,18 @@ def evaluate_command(args: argparse.Namespace) -> int:
         tokenize=s["bleu_tokenize"][0], about={**about, "override_record": args.override_record},
     )  # fmt: skip
     print(
-        f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, "
+        f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({sentence_count(result)} sentences, "
         f"{result['split']}, {result['pair']}, references {result['references']})"
     )
     print(f"BLEU signature: {result['bleu_signature']}")
     print(f"chrF signature: {result['chrf_signature']}")
     return 0
+
+
+def sentence_count(result: dict) -> str:
+    """`1,000` for a whole split, `4 of 1,000` when --limit scored a subset (the count is the subset's)."""
+    n, total = result["sentences"], result.get("sentences_available", result["sentences"])
+    return f"{n:,}" if n == total else f"{n:,} of {total:,}"
 
 
 def finetune_command(args: argparse.Namespace) -> int:

@@ -105,6 +105,7 @@ def evaluate_model(
     bleu_metric(data.tgt_lang, tokenize)  # a bad tokenizer fails now, not after decoding the whole split
     files = [os.path.abspath(find_split(data.dir, split, lang)) for lang in (data.src_lang, data.tgt_lang)]
     src, ref = read_parallel(data, split, limit)
+    available = len(read_parallel(data, split, 0)[1]) if limit else len(ref)  # a --limit scores a subset: say so
     hyps = translate(
         model,
         tokenizer,
@@ -125,6 +126,7 @@ def evaluate_model(
         "beam": decode.beam,
         "lenpen": decode.lenpen,
         **score(hyps, ref, data.tgt_lang, tokenize),
+        "sentences_available": available,
         **(about or {}),
     }
     if out_dir is not None:

@@ -27,7 +27,11 @@ def _cost(key: str, v: int | None) -> str:
 def _scored_on(r: dict[str, Any]) -> str:
     """Where a row's scores come from: split, sentences, beam, length penalty (those the row has)."""
     parts = [str(r["split"])] if "split" in r else []
-    parts += [f"{r['sentences']:,} sent." for _ in [0] if "sentences" in r]
+    if "sentences" in r:  # a subset (eval.limit) says of how many
+        total = r.get("sentences_available", r["sentences"])
+        parts.append(
+            f"{r['sentences']:,} sent." if total == r["sentences"] else f"{r['sentences']:,} of {total:,} sent."
+        )
     parts += [f"{k} {r[k]:g}" for k in ("beam", "lenpen") if isinstance(r.get(k), (int, float))]
     return ", ".join(parts) or "-"
 

@@ -216,6 +216,7 @@ def _result(p: Plan, runs: list[dict], lrs: tuple, seeds: tuple, data: Any, prec
         "official_metrics": list(p.task.spec.metrics),
         "dev_examples": sum(len(g) for g in data.gold.values()),
         "dev_splits": {split: len(g) for split, g in data.gold.items()},
+        "dev_examples_available": sum(len(examples) for examples in p.task.dev.values()),
         "train_examples": len(data.targets),
         "train_examples_available": len(p.task.train),
         "epochs": p.gc.epochs,
