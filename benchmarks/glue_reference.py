@@ -82,8 +82,10 @@ def trainer_run(model_dir: Path, task_name: str, gc: GlueConfig, seed: int, thre
     t0 = time.perf_counter()
     out = trainer.train()
     train_s = time.perf_counter() - t0
-    logits = trainer.predict(dev).predictions
-    metrics = compute(task.spec.metrics, np.asarray(logits), [d["labels"] for d in dev])
+    # Trainer's group_by_length sampler also reorders the dev set (transformers 5): score the predictions against
+    # the labels Trainer returns with them, in the same order, never against the dev list's own order.
+    pred = trainer.predict(dev)
+    metrics = compute(task.spec.metrics, np.asarray(pred.predictions), np.asarray(pred.label_ids).tolist())
     return {"metrics": metrics, "score": score(metrics), "train_s": round(train_s, 1),
             "train_runtime": out.metrics.get("train_runtime"), "epochs": gc.epochs}  # fmt: skip
 
@@ -112,6 +114,7 @@ def task_row(task: str, args: argparse.Namespace, teacher: Path) -> dict[str, An
     ours = finetune(teacher, task, None, args.work / "mosnas", gc, progress=not args.quiet)
     cache = args.work / "trainer" / f"{task}.json"
     key = {"epochs": epochs, "lr": lr, "seeds": args.seeds, "threads": args.threads, "train_limit": args.train_limit}
+    key["scoring"] = "label_ids"  # runs cached before the dev-order fix are run again
     runs = (
         json.loads(cache.read_text())["runs"]
         if cache.is_file() and json.loads(cache.read_text())["key"] == key
