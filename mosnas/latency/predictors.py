@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mosnas.core.space import Arch, Schema, Space
-from mosnas.errors import CheckpointError, PredictorError
+from mosnas.errors import PredictorError
 from mosnas.latency.stats import prediction_errors
 from mosnas.workspace.files import load_tensors, read_json_file
 from mosnas.workspace.records import write_text
@@ -125,10 +125,7 @@ class LatencyPredictor:
             pred.mean, pred.std = float(meta["mean"]), float(meta["std"])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise PredictorError(f"{meta_path} is not a latency predictor description ({e!r})") from None
-        try:
-            tensors = load_tensors(weights_path, "predictor weights")
-        except CheckpointError as e:
-            raise PredictorError(str(e)) from None
+        tensors = load_tensors(weights_path, "predictor weights", PredictorError)
         try:
             pred.net.load_state_dict(tensors)
         except RuntimeError as e:

@@ -36,21 +36,22 @@ def read_text_file(path: str | Path, what: str = "file", error: type[MosnasError
         raise error(f"{path} cannot be read as {what} ({reason(e)})") from None
 
 
-def _unreadable(path: Path, e: Exception) -> CheckpointError:
-    return CheckpointError(f"{path} is not a readable safetensors file ({reason(e)})")
+def _unreadable(path: Path, e: Exception, error: type[MosnasError] = CheckpointError) -> MosnasError:
+    return error(f"{path} is not a readable safetensors file ({reason(e)})")
 
 
-def load_tensors(path: str | Path, what: str = "weights") -> dict[str, Any]:
-    """The tensors of a safetensors file. CheckpointError when it is missing, truncated, or not safetensors."""
+def load_tensors(path: str | Path, what: str = "weights", error: type[MosnasError] = CheckpointError) -> dict[str, Any]:
+    """The tensors of a safetensors file. `error` (CheckpointError unless given) when it is missing, truncated, or
+    not safetensors."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{what} file not found: {path}")
+        raise error(f"{what} file not found: {path}")
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own SafetensorError (a Rust error type) besides OSError
-        raise _unreadable(path, e) from None
+        raise _unreadable(path, e, error) from None
 
 
 def check_tensors(path: str | Path, what: str = "weights") -> None:

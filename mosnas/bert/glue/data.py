@@ -254,17 +254,18 @@ def load_task(data_dir: str | Path, task: str) -> Task:
     spec = task_spec(folder, train_rows)
     train, skipped = _examples(train_rows, spec, train_path)
     labels = _labels(spec, train)
-    dev, files = {}, {"train": str(train_path)}
+    dev, files, split_skipped = {}, {"train": str(train_path)}, {"train": skipped}
     for split in spec.dev_splits:
         path = split_file(folder, split)
         if path is None:
             raise ConfigError(f"{folder.name} has no {split} split in {data_dir} ({split}.tsv[.gz] missing)")
-        dev[split], more = _examples(read_tsv(path), spec, path)
-        skipped, files[split] = skipped + more, str(path)
+        dev[split], split_skipped[split] = _examples(read_tsv(path), spec, path)
+        files[split] = str(path)
+    skipped = sum(split_skipped.values())
     loaded = Task(folder.name, folder, spec, labels, train, dev, files, skipped)
     for split, examples in [("train", train), *dev.items()]:
         if not examples:
-            why = f" (every row has fewer columns than {spec_columns(spec)})" if skipped else ""
+            why = f" (every row has fewer columns than {spec_columns(spec)})" if split_skipped[split] else ""
             raise DataError(f"{files[split]}: no examples{why}")
         for e in examples:
             try:
