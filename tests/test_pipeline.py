@@ -87,6 +87,17 @@ def test_latency_search_export_report(run):
     assert not strict["held"] and strict["tried"][0]["export"] == "test-strict"
     measured = [t["measured_ms"] for t in strict["tried"]]
     assert strict["tried"][strict["chosen"]]["measured_ms"] == min(measured) and "none held" in describe_check(strict)
+    assert row["model_dir"] == "export/test-budget"  # a row names the folder it scored, relative to the run
+    kept = strict["tried"][-1]  # a fallback is scored in (and its row names) the fallback's own folder
+    fell = export_and_score(
+        run,
+        run.space.arch_from_dict(kept["arch"]),
+        run.run_dir / "export" / "test-strict-fallback1",
+        run.cfg.latency,
+        progress=False,
+    )
+    assert fell["model_dir"] == "export/test-strict-fallback1"
+    assert (run.run_dir / fell["model_dir"] / f"eval.{fell['split']}.json").is_file()
     results = {
         "name": "t",
         "generator": "neuron",

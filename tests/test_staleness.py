@@ -76,7 +76,7 @@ def test_changed_inputs_redo_exactly_what_read_them(tiny_cfg, capsys):
     assert "evaluation of largest on test_2016_flickr: redone (decode.beam changed 2 -> 1" in capsys.readouterr().err
     for r in scored["results"]:
         assert r["beam"] == 1 and r["sentences"] == 5 and "tok:char" in r["bleu_signature"], r["name"]
-        ev = read_json(run_dir / "export" / r["name"] / "eval.test_2016_flickr.json")
+        ev = read_json(run_dir / r["model_dir"] / "eval.test_2016_flickr.json")  # a fallback's own folder
         assert ev["made_from"]["eval"] == {"limit": 5, "bleu_tokenize": "char"}
     unchanged = [k for k in before if "eval." not in k and "hyp." not in k]
     assert all(_outputs(run_dir)[k] == before[k] for k in unchanged)
@@ -126,7 +126,7 @@ def test_force_with_another_generator_leaves_nothing_of_the_old_supernet(tiny_cf
     checkpoint = json.loads(sorted((cfg.run_dir / "checkpoints").glob("ckpt-*/state.json"))[-1].read_text())
     assert results["generator"] == "shared"
     for r in results["results"]:
-        made = read_json(cfg.run_dir / "export" / r["name"] / "export.json")
+        made = read_json(cfg.run_dir / r["model_dir"] / "export.json")
         assert made["generator"] == "shared" and made["made_from"]["checkpoint"] == {
             "step": checkpoint["step"],
             "model_sha256": checkpoint["sha256"]["model.safetensors"],
@@ -161,7 +161,7 @@ def test_more_training_makes_every_derived_output_stale(tiny_cfg, capsys):
     results = run(tiny_cfg("train.max_steps=8"), progress=False)
     assert results["steps"] == 8
     for r in results["results"]:
-        assert read_json(cfg.run_dir / "export" / r["name"] / "export.json")["made_from"]["checkpoint"]["step"] == 8
+        assert read_json(cfg.run_dir / r["model_dir"] / "export.json")["made_from"]["checkpoint"]["step"] == 8
     assert read_json(cfg.run_dir / "latency" / "report.json")["made_from"]["checkpoint"]["step"] == 8
     assert "latency predictor: redone (checkpoint.step changed 6 -> 8" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ run's family (`run.family`: see mosnas.family)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
@@ -32,12 +33,14 @@ def export_and_score(
     run: LoadedRun, arch: Arch, out: Path, lc: LatencyConfig, progress: bool, model_dir: Path | None = None
 ) -> dict[str, Any]:
     """Export `arch` (unless `model_dir` holds it already: a fine-tuned model), re-measure its latency and score
-    it on the test split; each output is reused only while what it was made from holds."""
+    it on the test split; each output is reused only while what it was made from holds. The row's `model_dir`
+    is the folder scored, relative to the run folder (a latency budget's fallback: export/<name>-fallback<i>)."""
     measured = remeasure(run, arch, out, lc, exported=model_dir is not None)  # latency and peak memory
     model = ModelDir(out).made_from()  # what the exported model itself was made from
     scores = run.family.evaluate(out, run.cfg, progress, model)
     return {
         **scores,
+        "model_dir": Path(os.path.relpath(Path(out).resolve(), run.dir.root.resolve())).as_posix(),
         "measured_latency_ms": measured["latency_ms"],
         "peak_memory_mb": measured["memory"]["peak_mb"],
         "arch": arch.to_dict(),
