@@ -121,6 +121,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
         tokenizer = load_tokenizer(d)
     except ConfigError as e:
         raise CheckpointError(str(e).replace("bert.teacher: ", "")) from None
+    ModelDir(d).check_tokenizer(model.cfg.vocab_size, len(tokenizer))  # not another model's tokenizer files
     return model.to(device).eval(), tokenizer
 
 

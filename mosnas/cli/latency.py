@@ -48,6 +48,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     setting(se, "--max-memory-mb", "search.max_memory_mb", help="estimated peak inference memory limit, MiB")
     se.add_argument("--predictor", help="a predictor folder from `mosnas latency --fit` (another device's)")
+    se.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="use a --predictor although this run's space leaves the feature range it was fitted on",
+    )
     se.add_argument("--data", help="corpus folder of the validation split (default: the run's data.dir)")
     se.add_argument("--quiet", action="store_true", help="no progress bars")
     se.set_defaults(handler=_search)
@@ -145,10 +150,27 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(f"a latency budget needs the predictor: run `mosnas latency {args.run}` first")
     if args.predictor and not (Path(args.predictor) / "predictor.json").is_file():
         raise ConfigError(f"--predictor {args.predictor}: no predictor.json there (see `mosnas latency --fit`)")
+    if args.predictor and not args.extrapolate:
+        _check_predictor_range(args.predictor, run)
     limits = replace(run.cfg.search, max_params=args.max_params, max_flops=args.max_flops)
     sc = replace(limits, max_memory_mb=args.max_memory_mb)
     label = getattr(args, "label", None)
     return _search_and_report(run, sc, args.latency_ms, args.predictor, progress=not args.quiet, label=label)
+
+
+def _check_predictor_range(folder: str, run) -> None:
+    """ConfigError when a dataset's predictor (`latency --fit`) would extrapolate over the run's space."""
+    from mosnas.errors import ConfigError
+    from mosnas.latency.datasets import FeaturePredictor
+    from mosnas.latency.load import load_predictor
+
+    predictor = load_predictor(folder, run.space, run.family.latency_parts)
+    far = predictor.outside_range(run.space) if isinstance(predictor, FeaturePredictor) else []
+    if far:
+        raise ConfigError(
+            f"--predictor {folder} was fitted on other archs than space '{run.space.name}' holds: "
+            f"{'; '.join(far[:2])}{' ...' if len(far) > 2 else ''} (--extrapolate to use it anyway)"
+        )
 
 
 MIN_HELDOUT = 10  # fewer held-out archs than this: the predictor's tau and MAPE are too noisy to judge it by

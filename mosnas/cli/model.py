@@ -234,6 +234,9 @@ def finetune_command(args: argparse.Namespace) -> int:
     run = with_data(load_run(run_path), args.data)
     lock_run(run.run_dir)  # it writes into the run (a no-op when the CLI took the lock for --run)
     from_record("the run's family", run.cfg.family, record.get("family"), model, args.override_record)
+    from mosnas.family import family_of
+
+    family_of(run.cfg.family).load_model(model)  # a whole folder: weights, config and its own tokenizer
     if run.cfg.family == "mt":
         pair = f"{run.cfg.data.src_lang}-{run.cfg.data.tgt_lang}"
         from_record(f"the run's language pair ({run_path})", pair, record.get("pair"), model, args.override_record)

@@ -119,7 +119,7 @@ class FeaturePredictor:
         if model not in ("linear", "mlp"):
             raise ConfigError(f"feature predictor model must be linear or mlp, got {model!r}")
         self.names, self.model, self.hidden, self.num_layers, self.seed = list(names), model, hidden, num_layers, seed
-        self.x_mean = self.x_scale = None
+        self.x_mean = self.x_scale = self.x_min = self.x_max = None
         self.y_mean, self.y_scale = 0.0, 1.0
         self.weights: list[np.ndarray] = []  # per layer: (in, out) matrix
         self.biases: list[np.ndarray] = []
@@ -131,6 +131,7 @@ class FeaturePredictor:
         from sklearn.neural_network import MLPRegressor
 
         self.x_mean, self.x_scale = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
+        self.x_min, self.x_max = x.min(0), x.max(0)  # the feature range it has seen (outside_range)
         self.y_mean, self.y_scale = float(y.mean()), float(y.std()) or 1.0
         xs, ys = (x - self.x_mean) / self.x_scale, (y - self.y_mean) / self.y_scale
         if self.model == "linear":
@@ -163,6 +164,26 @@ class FeaturePredictor:
         self.space = space
         return self
 
+    def outside_range(self, space: Space, margin: float = 0.25) -> list[str]:
+        """The features whose values over `space` (its smallest and largest arch) leave the range the predictor
+        was fitted on, widened by `margin` of that range on each side (a feature constant in the dataset: any
+        other value), e.g. ["encoder_embed_dim 16..32 (fitted on 512..640)"]: predictions there extrapolate.
+        A predictor saved without its range uses mean +- 2.5 std of its features."""
+        self.for_space(space)
+        order = [feature_names(space).index(n) for n in self.names]
+        ends = np.asarray([[raw_features(space, a)[i] for i in order] for a in (space.smallest(), space.largest())])
+        lo, hi = ends.min(0), ends.max(0)
+        if self.x_min is None:
+            fit_lo, fit_hi = self.x_mean - 2.5 * self.x_scale, self.x_mean + 2.5 * self.x_scale
+        else:
+            fit_lo, fit_hi = self.x_min, self.x_max
+        pad = margin * (fit_hi - fit_lo)
+        return [
+            f"{n} {lo[i]:g}..{hi[i]:g} (fitted on {fit_lo[i]:g}..{fit_hi[i]:g})"
+            for i, n in enumerate(self.names)
+            if lo[i] < fit_lo[i] - pad[i] - 1e-9 or hi[i] > fit_hi[i] + pad[i] + 1e-9
+        ]
+
     def predict(self, archs: list[Arch]) -> list[float]:
         if self.space is None:
             raise PredictorError("call for_space(space) before predicting archs")
@@ -178,6 +199,7 @@ class FeaturePredictor:
         keys = ("names", "model", "hidden", "num_layers", "seed", "y_mean", "y_scale")
         meta = {"kind": self.kind, **{k: getattr(self, k) for k in keys}, "about": about or {}}
         meta.update(x_mean=self.x_mean.tolist(), x_scale=self.x_scale.tolist())
+        meta.update(x_min=self.x_min.tolist(), x_max=self.x_max.tolist())
         meta.update(weights=[w.tolist() for w in self.weights], biases=[b.tolist() for b in self.biases])
         write_text(Path(folder) / "predictor.json", json.dumps(meta))
         return Path(folder)
@@ -189,6 +211,8 @@ class FeaturePredictor:
             pred = cls(meta["names"], meta["model"], meta["hidden"], meta["num_layers"], meta["seed"])
             pred.y_mean, pred.y_scale = float(meta["y_mean"]), float(meta["y_scale"])
             pred.x_mean, pred.x_scale = np.asarray(meta["x_mean"]), np.asarray(meta["x_scale"])
+            if "x_min" in meta:  # saved before the range was: outside_range estimates it
+                pred.x_min, pred.x_max = np.asarray(meta["x_min"]), np.asarray(meta["x_max"])
             pred.weights = [np.asarray(w, dtype=np.float64) for w in meta["weights"]]
             pred.biases = [np.asarray(b, dtype=np.float64) for b in meta["biases"]]
         except (KeyError, TypeError, ValueError) as e:

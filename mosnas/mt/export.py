@@ -63,4 +63,6 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu"):
     if set(own) != set(tensors) or any(own[k].shape != tensors[k].shape for k in own):
         raise CheckpointError(f"{d}/model.safetensors does not match its config.json")
     model.load_state_dict(tensors, assign=True)
-    return model.to(device).eval(), load_tokenizer(d / "spm.model")
+    tokenizer = load_tokenizer(d / "spm.model")
+    ModelDir(d).check_tokenizer(cfg.vocab_size, tokenizer.get_piece_size())  # not another run's spm.model
+    return model.to(device).eval(), tokenizer

@@ -46,6 +46,28 @@ class ModelDir:
         """What the model itself was made from (the record's `made_from`: arch and checkpoint), or None."""
         return self.info().get("made_from")
 
+    def check_tokenizer(self, model_vocab: int | None = None, tokenizer_vocab: int | None = None) -> None:
+        """Refuse a tokenizer that is not the model's: the file export.json's provenance names (`tokenizer`)
+        whose SHA-256 differs from the recorded one (e.g. another run's spm.model copied in), or a vocabulary
+        of `tokenizer_vocab` entries larger than the model's `model_vocab` embedding rows (ids the model has no
+        embedding for). A folder without a record (any Hugging Face BERT) gets the size check only.
+        Raises CheckpointError naming the file."""
+        from mosnas.errors import CheckpointError
+        from mosnas.workspace.paths import file_sha256
+
+        recorded = (self.info().get("provenance") or {}).get("tokenizer") or {}
+        name, sha = recorded.get("file"), recorded.get("sha256")
+        if name and sha and (self.root / name).is_file() and (found := file_sha256(self.root / name)) != sha:
+            raise CheckpointError(
+                f"{self.root / name} is not the tokenizer this model was exported with (sha256 {found[:12]}, "
+                f"its export.json records {sha[:12]}): put the model's own {name} back"
+            )
+        if model_vocab is not None and tokenizer_vocab is not None and tokenizer_vocab > model_vocab:
+            raise CheckpointError(
+                f"{self.root}: its tokenizer has {tokenizer_vocab:,} entries but the model embeds {model_vocab:,} "
+                "(a tokenizer of another model)"
+            )
+
     def read_arch(self) -> dict[str, Any] | None:
         """The arch (arch.json) as a dict, or None when the folder has none."""
         return read_json_file(self.arch, "arch") if self.arch.is_file() else None

@@ -24,8 +24,9 @@ from mosnas.bert.glue.metrics import METRICS, mean_std, score, summary_line
 from mosnas.bert.glue.recipe import recipe
 from mosnas.config import GlueConfig
 from mosnas.config.settings import check_declared
-from mosnas.errors import ConfigError
+from mosnas.errors import CheckpointError, ConfigError
 from mosnas.workspace.model_dir import RECORD_FILES as MODEL_RECORDS
+from mosnas.workspace.model_dir import ModelDir
 from mosnas.workspace.paths import file_sha256
 from mosnas.workspace.records import made_from, read_json, stale, write_json, write_text
 
@@ -52,6 +53,19 @@ def model_record(model_dir: str | Path, what: str = "model folder") -> dict[str,
         cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{folder}/config.json: {e}") from None
+    from transformers import AutoTokenizer
+
+    from mosnas.bert.glue.train import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            tokens = len(AutoTokenizer.from_pretrained(str(folder), local_files_only=True))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{folder}: its tokenizer files are not readable ({str(e).splitlines()[0][:100]})") from None
+    try:  # not another model's tokenizer files (the record's hash; ids beyond the embedding table)
+        ModelDir(folder).check_tokenizer(getattr(cfg, "vocab_size", tokens) or tokens, tokens)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
     rec = {"weights": weights.name, "sha256": file_sha256(weights), "model_type": cfg.model_type}
     rec["num_labels"], rec["architectures"] = cfg.num_labels, list(cfg.architectures or [])
     rec["max_positions"] = getattr(cfg, "max_position_embeddings", None)
