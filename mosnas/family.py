@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mosnas import bert, mt
+from mosnas.bert import nasbert
 from mosnas.config import Config, LatencyConfig, SearchConfig, SupernetConfig
 from mosnas.core.space import Arch, Schema, Space
 from mosnas.errors import ConfigError
@@ -43,6 +44,10 @@ class Task(Protocol):
 
     def validate(self, net: nn.Module, step: int) -> dict[str, Any]:
         """A validation record of the log ({"step": step, ...})."""
+
+    # Optional: `attach(net)`, called once the supernet is built (a task that works on it between steps, e.g.
+    # NAS-BERT's shrinking at epoch starts), and `archs(step) -> [(kind, arch), ...]`, the step's archs in
+    # place of the sandwich rule (seeded by the step alone: every rank and a resumed run agree).
 
 
 class Family(Protocol):
@@ -91,7 +96,7 @@ class Family(Protocol):
     def report_notes(self, rows: list[dict[str, Any]]) -> list[str]: ...
 
 
-FAMILIES: dict[str, Family] = {"mt": mt, "bert": bert}
+FAMILIES: dict[str, Family] = {"mt": mt, "bert": bert, "nasbert": nasbert}
 
 
 def family_of(name: str) -> Family:

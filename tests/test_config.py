@@ -219,6 +219,14 @@ def test_space_files_load_and_keep_their_text(tmp_path):
             saved = yaml.safe_load(yaml.safe_dump(bert_space.to_dict()))
             assert type(bert_space).from_dict(saved, bert_space.schema, "saved") == bert_space
             continue
+        if path.name.startswith("nasbert_"):  # NAS-BERT's spaces (sublayers, blocks, op widths and kernels)
+            from mosnas.bert.nasbert.space import NasBertSpace
+            from mosnas.bert.nasbert.space import load_space as load_nasbert_space
+
+            nb = load_nasbert_space(path)
+            assert isinstance(nb.width, int) and all(isinstance(v, int) for v in nb.hidden_sizes)
+            assert NasBertSpace.from_dict(yaml.safe_load(yaml.safe_dump(nb.to_dict())), "saved") == nb
+            continue
         space = load_space(path)
         assert all(isinstance(v, int) for v in space.encoder_embed_dim) and isinstance(space.qkv_dim, int)
         assert space_from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict())), "saved") == space  # run/space.yaml

@@ -1,10 +1,11 @@
 """Run configuration: YAML plus dotted `key=value` overrides -> one validated, frozen `Config`, built once.
 
 `from mosnas.config import Config, load_config` is the face; the folder holds the engine's sections
-(sections.py), the BERT family's section (bert.py), the root `Config` with its loading (schema.py), the typed
-settings machinery (settings.py) and the generated reference of every key (reference.py)."""
+(sections.py), the BERT family's section (bert.py), NAS-BERT's (nasbert.py), the root `Config` with its loading
+(schema.py), the typed settings machinery (settings.py) and the generated reference of every key (reference.py)."""
 
 from mosnas.config.bert import BertConfig
+from mosnas.config.nasbert import NasBertConfig
 from mosnas.config.schema import Config, config_from_dict, load_config, parse_setting, setting_default
 from mosnas.config.sections import (
     BLEU_TOKENIZERS,
@@ -35,6 +36,7 @@ __all__ = [
     "EvalConfig",
     "FinetuneConfig",
     "GlueConfig",
+    "NasBertConfig",
     "LatencyConfig",
     "SearchConfig",
     "SupernetConfig",

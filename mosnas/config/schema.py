@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mosnas.config.bert import BertConfig  # the bert: section (family: bert)
+from mosnas.config.nasbert import NasBertConfig  # the nasbert: section (family: nasbert)
 from mosnas.config.sections import (
     FAMILIES,
     DataConfig,
@@ -51,6 +52,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bert: BertConfig = field(default_factory=BertConfig)
+    nasbert: NasBertConfig = field(default_factory=NasBertConfig)
     glue: GlueConfig = field(default_factory=GlueConfig)
 
     @property

@@ -14,7 +14,7 @@ EXPERT_INITS = ("copy", "independent", "pretrained-first")
 SAMPLINGS = ("sandwich", "alternate", "uniform", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("inverse_sqrt", "cosine")
-FAMILIES = ("mt", "bert")  # model families (mosnas.family.FAMILIES holds their packages)
+FAMILIES = ("mt", "bert", "nasbert")  # model families (mosnas.family.FAMILIES holds their packages)
 # sacreBLEU's tokenizers (sacrebleu.metrics.BLEU.TOKENIZERS; a test keeps the two equal); "": by target language
 BLEU_TOKENIZERS = ("", "none", "zh", "13a", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101", "flores200")
 BLEU_TOKENIZERS += ("spBLEU-1K",)

@@ -48,6 +48,8 @@ def build_supernet(space: Space, vocab_size: int, cfg: Config) -> Supernet:
     """The run's supernet at its initialization (seeded by train.seed: resumed and loaded runs agree)."""
     torch.manual_seed(cfg.train.seed)
     family = family_of(cfg.family)
+    if hasattr(family, "build_supernet"):  # a family with a supernet of its own (NAS-BERT's block chain)
+        return family.build_supernet(space, vocab_size, cfg)
     return Supernet(space, vocab_size, family.supernet_config(cfg), family)
 
 
@@ -84,7 +86,7 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> LoadedR
         raise CheckpointError(f"{run.root} is not a mosnas run folder (no config.yaml)")
     cfg = config_from_dict(yaml.safe_load(run.config.read_text(encoding="utf-8")))
     family = family_of(cfg.family)
-    space = Space.from_dict(yaml.safe_load(run.space.read_text(encoding="utf-8")), family.SCHEMA, str(run.space))
+    space = family.load_space(run.space)
     ckpts = list_checkpoints(run.root)
     if not ckpts:
         raise CheckpointError(f"{run.root} has no checkpoint yet (train it first)")

@@ -63,8 +63,7 @@ def train(
 
 
 class Trainer:
-    """One training run's state: supernet, optimizer, schedule, data position (epoch, batch) and clock.
-    Every rank holds one; only rank 0 writes the log and checkpoints."""
+    """A run's state (supernet, optimizer, schedule, data position, clock) on every rank; rank 0 writes."""
 
     def __init__(
         self,
@@ -80,6 +79,7 @@ class Trainer:
         self.cfg, self.tc, self.ddp, self.space, self.fixed, self.task = cfg, tc, ddp, space, fixed, task
         self.precision, self.run = precision, RunDir(cfg.run_dir)
         self.net = build_supernet(space, task.vocab_size, cfg).to(ddp.device)
+        getattr(task, "attach", lambda net: None)(self.net)  # a task working on it between steps (NAS-BERT)
         # parameters a task trains beside the supernet (e.g. a distillation projection): optimized and
         # checkpointed with it, never exported
         self.own = getattr(task, "module", None)
@@ -238,7 +238,7 @@ class Trainer:
         tokens = ddp.sum(torch.tensor(float(sum(task.count(b) for b in micro)), device=ddp.device))
         # Dropout masks depend on (seed, step, rank) only: a resumed run draws the same ones.
         torch.manual_seed(tc.seed * 1_000_003 + self.step * 1009 + ddp.rank)
-        archs = archs_of(tc, self.space, self.step, self.fixed)
+        archs = task.archs(self.step) if hasattr(task, "archs") else archs_of(tc, self.space, self.step, self.fixed)
         # every grad_conflict_every-th update: each arch's own gradient too (hooks that leave .grad as it is)
         with ArchGradients(self.net, archs, ddp.main and due(tc.grad_conflict_every, self.step)) as grads:
             per_batch = [task.step(self.net, b, archs, tokens) for b in micro]

@@ -42,6 +42,12 @@ class NasBertSupernet(nn.Module):
             x = layer(x, attention_mask, op)
         return x
 
+    def num_parameters(self, arch: tuple[str, ...] | None = None) -> int:
+        """Parameters of `arch`'s ops (no embeddings), or of the whole supernet."""
+        if arch is None:
+            return sum(p.numel() for p in self.parameters())
+        return sum(self.space.path_parameters(p) for p in self.space.split(self.space.validate(arch)))
+
     def forward(self, x: Tensor, attention_mask: Tensor, arch: tuple[str, ...]) -> Tensor:
         """The whole chain on the embeddings' output x (B, T, C) -> (B, T, C)."""
         for b, path in enumerate(self.space.split(self.space.validate(arch))):

@@ -9,19 +9,26 @@ per sublayer; a block's path is the op names of its sublayers."""
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from mosnas.bert.nasbert.ops import Op, op_parameters
-from mosnas.errors import ConfigError
+from mosnas.config.settings import convert, read_yaml
+from mosnas.errors import ArchError, ConfigError
 
 Path_ = tuple[str, ...]  # one block's op names, in sublayer order
 
 
 @dataclass(frozen=True)
 class NasBertSpace:
-    """Sublayers, op set and blocks of a NAS-BERT supernet on a residual stream of `width` (the teacher's)."""
+    """Sublayers, op set and blocks of a NAS-BERT supernet on a residual stream of `width` (the teacher's). The
+    engine reads it as it reads a core Space: `name`, `to_dict`, `parse_arch`, `largest`, `smallest`, `sample`
+    (an arch is a tuple of op names, one per sublayer)."""
 
+    name: str = "nasbert"
     width: int = 384
     sublayers: int = 12
     blocks: int = 3
@@ -100,3 +107,82 @@ class NasBertSpace:
             raise ConfigError(f"nasbert: a {teacher_layers}-layer teacher does not split into {self.blocks} blocks")
         step = teacher_layers // self.blocks
         return [b * step for b in range(self.blocks + 1)]
+
+    # -- what the engine asks of a space ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "space") -> NasBertSpace:
+        """A space from its YAML keys (name, width, sublayers, blocks, hidden_sizes, kernels, head_dim, kinds);
+        ConfigError naming `source` for an unknown key or a value of the wrong kind."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: a NAS-BERT space is a mapping of keys")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():  # values as written (text, from read_yaml) or typed (a run's space.yaml)
+            if key == "name":
+                values[key] = str(value)
+                continue
+            if key == "kinds":
+                values[key] = tuple(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+                continue
+            many = key in ("hidden_sizes", "kernels")
+            try:
+                v = convert(f"{source}: {key}", value, tuple[int, ...] if many else int)
+            except ConfigError:
+                v = None
+            if v is None or (many and (not v or min(v) <= 0)) or (not many and v <= 0):
+                kind = "a non-empty list of positive integers" if many else "a positive integer"
+                raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}")
+            values[key] = tuple(sorted(set(v))) if many else v
+        values.setdefault("name", Path(source).stem)
+        return cls(**values)
+
+    def largest(self) -> tuple[str, ...]:
+        return self.largest_path() * self.blocks
+
+    def smallest(self) -> tuple[str, ...]:
+        """The smallest arch: identity everywhere when the space has it (the embeddings alone), else the
+        narrowest conv (or op) in every sublayer."""
+        if "identity" in self.kinds:
+            return ("identity",) * self.sublayers
+        ops = sorted(self.ops(), key=lambda op: op_parameters(op, self.width, self.head_dim))
+        return (ops[0].name,) * self.sublayers
+
+    def sample(self, rng: random.Random) -> tuple[str, ...]:
+        """A uniformly random arch: every sublayer's op drawn independently."""
+        names = self.op_names()
+        return tuple(rng.choice(names) for _ in range(self.sublayers))
+
+    def parse_arch(self, text_or_path: str) -> tuple[str, ...]:
+        """An arch from 'largest', 'smallest', a JSON list of op names (or {"ops": [...]}), or such a JSON file."""
+        if text_or_path in ("largest", "smallest"):
+            return getattr(self, text_or_path)()
+        text = text_or_path
+        if not text.lstrip().startswith(("[", "{")):
+            if not Path(text).is_file():
+                raise ArchError(f"arch file not found: {text} (or give 'largest', 'smallest' or JSON)")
+            text = Path(text).read_text(encoding="utf-8")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"arch is not valid JSON: {e.msg} (line {e.lineno})") from None
+        raw = raw.get("ops") if isinstance(raw, dict) else raw
+        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+            raise ArchError('a NAS-BERT arch is a JSON list of op names (or {"ops": [...]})')
+        try:
+            return self.validate(raw)
+        except ConfigError as e:
+            raise ArchError(str(e)) from None
+
+
+def load_space(path: str | Path) -> NasBertSpace:
+    """Read and validate a NAS-BERT space YAML file (e.g. configs/spaces/nasbert_minilm.yaml)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search-space file not found: {path}")
+    return NasBertSpace.from_dict(read_yaml(path), str(path))

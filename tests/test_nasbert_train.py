@@ -1,0 +1,99 @@
+"""NAS-BERT on the engine (issue 27): `mosnas train` of the nasbert family distils every block from the real
+teacher's hidden states on real text with its own sampled path, writes the per-op latency table, fills the
+buckets, shrinks them at an epoch start (at most half of each bucket, none emptied, the record in the log) and
+keeps the pools in the checkpoint, so a stopped and resumed run equals a straight one."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mosnas.cli.main import main
+from mosnas.config import load_config
+from mosnas.engine.checkpoint import list_checkpoints
+from mosnas.engine.train import train
+from mosnas.errors import ConfigError
+from tests.conftest import ROOT
+
+CONFIG = ROOT / "configs" / "nasbert_tiny.yaml"
+
+
+def _cfg(out, *overrides):
+    return load_config(CONFIG, [f"out_dir={out}", *overrides])
+
+
+def _log(run_dir):
+    return [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """24 steps in one go: one warm-up epoch of 18 steps, then a shrink at the start of epoch 1."""
+    return train(_cfg(tmp_path_factory.mktemp("straight")), show_progress=False)
+
+
+def test_blocks_train_and_buckets_shrink_by_at_most_half(straight):
+    log = _log(straight)
+    start = log[0]
+    assert start["teacher_layers_at_block_ends"] == [2, 4, 6] and len(start["bucket_paths"]) == 3
+    steps = [r for r in log if "loss_block1" in r]
+    assert len(steps) == 12 and all(f"loss_block{b}" in r for r in steps for b in (1, 2, 3))
+    table = json.loads((straight / "latency_table.json").read_text())
+    assert set(table["ops"]) == {"mha32", "ffn32", "conv3_32", "mha64", "ffn64", "conv3_64", "identity"}
+    shrinks = [s for r in log for s in r.get("shrinks", [])]
+    assert [s["epoch"] for s in shrinks] == [1]  # after the one warm-up epoch, not before
+    keep = 2
+    for block in shrinks[0]["blocks"]:
+        for before, after in zip(block["before"], block["after"]):
+            assert after >= before - before // 2  # at most half of a bucket goes in one shrink
+            assert after >= min(before, keep)  # never below the floor, never emptied
+            assert before > keep or after == before
+    assert sum(block["after"][-1] for block in shrinks[0]["blocks"]) < sum(
+        block["before"][-1] for block in shrinks[0]["blocks"]
+    )
+    # the validation's largest path got closer to the teacher
+    valid = [r for r in log if "valid_loss_block1_largest" in r]
+    assert all(valid[-1][f"valid_loss_block{b}_largest"] < valid[0][f"valid_loss_block{b}_largest"] for b in (1, 2, 3))
+    # the pools are in the checkpoint: the living paths it holds are those the log reports
+    extra = load_file(str(list_checkpoints(straight)[-1] / "optimizer.safetensors"))
+    alive = extra["task.alive"]
+    assert alive.shape[0] == 3 and alive.sum(dim=(1, 2)).tolist() == valid[-1]["living_paths"]
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_run_equals_the_straight_one(straight, tmp_path):
+    """The straight run as if killed after its step-16 checkpoint (before the shrink; its latency table, which
+    the buckets come from, kept), resumed to 24: the same losses, pools and weights."""
+    import shutil
+
+    copy = tmp_path / straight.name
+    shutil.copytree(straight, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    (copy / "config.yaml").write_text(yaml.safe_dump({**saved, "out_dir": str(tmp_path)}))  # the folder moved
+    last = list_checkpoints(copy)[-1]
+    shutil.rmtree(last)
+    assert list_checkpoints(copy)[-1].name != last.name
+    resumed = train(_cfg(tmp_path), resume=True, show_progress=False)
+    losses = lambda run: [(r["step"], r["loss_block1"], r["loss_block3"]) for r in _log(run) if "loss_block1" in r]
+    assert losses(resumed) == losses(straight) and len(losses(resumed)) == 12
+    a = load_file(str(list_checkpoints(straight)[-1] / "model.safetensors"))
+    b = load_file(str(list_checkpoints(resumed)[-1] / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pa = load_file(str(list_checkpoints(straight)[-1] / "optimizer.safetensors"))
+    pb = load_file(str(list_checkpoints(resumed)[-1] / "optimizer.safetensors"))
+    assert torch.equal(pa["task.alive"], pb["task.alive"]) and torch.equal(pa["task.codes"], pb["task.codes"])
+
+
+def test_a_space_that_does_not_fit_the_teacher_is_refused_before_a_folder(tmp_path, capsys):
+    space = tmp_path / "wide.yaml"
+    space.write_text("name: wide\nwidth: 512\nsublayers: 6\nblocks: 3\nhidden_sizes: [64]\nkernels: [3]\n")
+    code = main(["train", str(CONFIG), f"out_dir={tmp_path}", f"supernet.space={space}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "width 512 must be the teacher's hidden size 384" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "nasbert_tiny").exists()
+    with pytest.raises(ConfigError, match="NAS-BERT trains one sampled path per block"):
+        from mosnas.engine.run_folder import check_inputs
+
+        check_inputs(_cfg(tmp_path, "train.sampling=sandwich"))
