@@ -97,3 +97,45 @@ def test_a_space_that_does_not_fit_the_teacher_is_refused_before_a_folder(tmp_pa
         from mosnas.engine.run_folder import check_inputs
 
         check_inputs(_cfg(tmp_path, "train.sampling=sandwich"))
+
+
+def test_mosnas_run_picks_within_each_budget_from_the_table_and_exports_a_standalone_encoder(straight, capsys):
+    """`mosnas run` of the trained run: the lookup table of the surviving paths, one pick per budget (the table's
+    top archs run whole, the best kept), a standalone encoder equal to the supernet and to its ONNX export."""
+    from mosnas.bert.nasbert.model import load_model
+    from mosnas.bert.nasbert.select import heldout
+    from mosnas.engine.load import load_run
+    from mosnas.pipeline.run import run
+
+    cfg = _cfg(straight.parent)
+    results = run(cfg, progress=False)
+    rows = {r["name"]: r for r in results["results"]}
+    assert set(rows) == {"params-0.06M", "latency-3ms"}
+    tables = json.loads((straight / "search" / "nasbert_table.json").read_text())["blocks"]
+    losses = [{tuple(r["path"]): r["loss"] for r in block} for block in tables]
+    loaded = load_run(straight)
+    assert [len(t) for t in tables] == [int(loaded.task_state["alive"][b].sum()) for b in range(3)]
+    for name, row in rows.items():
+        arch = tuple(row["arch"])
+        paths = loaded.space.split(arch)
+        assert row["table_loss"] == pytest.approx(sum(losses[b][p] for b, p in enumerate(paths)), abs=1e-5)
+        assert row["parameters_nonembedding"] == loaded.net.num_parameters(arch)
+        if row["max_params"]:
+            assert row["parameters_nonembedding"] <= row["max_params"]
+        if row["budget_ms"]:
+            assert row["table_latency_ms"] <= row["budget_ms"]
+        picked = json.loads((straight / "search" / f"{name}.json").read_text())
+        cands = picked["candidates"]
+        assert 1 <= len(cands) <= 5 and [c["table_loss"] for c in cands] == sorted(c["table_loss"] for c in cands)
+        assert row["whole_loss"] == min(c["whole_loss"] for c in cands)
+        assert row["onnx_max_abs_diff"] < 1e-4 and row["measured_latency_ms"] > 0
+        # the folder runs without the supernet and computes what the supernet does from the teacher's embeddings
+        model = load_model(straight / row["model_dir"])
+        assert len(model.layers) == sum(op != "identity" for op in arch)
+        data = heldout(cfg, loaded.space, 8)
+        mask, states = data.batches[0]
+        ids = torch.randint(1, 1000, mask.shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            emb = model.embeddings(ids, torch.zeros_like(ids))
+            assert torch.allclose(model(ids, mask), loaded.net(emb, mask, arch), atol=1e-5)
+    assert "| params-0.06M |" in (straight / "summary.md").read_text()

@@ -19,5 +19,6 @@ class NasBertConfig:
     warmup_epochs: int = num(3, ge=0)  # epochs before the first shrink (the paper: 3)
     score_sequences: int = num(16, gt=0)  # held-out sequences a shrink scores paths on (the paper: 5 batches)
     pool_draws: int = num(20000, gt=0)  # uniform path draws per block the buckets are filled from
+    top: int = num(100, gt=0)  # archs of lowest summed table loss run whole per budget (the paper: T = 100)
     # teacher: the widest MHA/FFN ops start as the teacher's layers | random (the paper: from scratch)
     init: str = one_of("teacher", ("teacher", "random"))

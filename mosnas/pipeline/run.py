@@ -82,6 +82,10 @@ def _budget_rows(cfg: Config, run: LoadedRun, name: str, limit: float | None, pr
 
 def run(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline for `cfg`; a stopped run continues where it stopped."""
+    if cfg.family == "nasbert":  # its own search: bucketed shrinking, then the lookup table (pipeline.nasbert)
+        from mosnas.pipeline.nasbert import run_nasbert
+
+        return run_nasbert(cfg, force, progress)
     t0 = time.perf_counter()
     split: dict[str, float] = {}  # stage -> wall seconds of this call (a stage reused from an earlier call: ~0)
     mark = [t0, ""]

@@ -72,6 +72,8 @@ def check_inputs(cfg: Config) -> None:
             "(block inputs and targets are its hidden states)"
         )
     space.teacher_layers(teacher.num_hidden_layers)
+    if not (cfg.search.params_budgets or cfg.search.latency_ms):
+        raise ConfigError("nasbert: give search.params_budgets (non-embedding parameters) and/or search.latency_ms")
     if cfg.train.sampling not in ("uniform", "fixed"):
         raise ConfigError(
             f"train.sampling={cfg.train.sampling}: NAS-BERT trains one sampled path per block and step "

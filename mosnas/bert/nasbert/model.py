@@ -155,7 +155,8 @@ def export(net: NasBertSupernet, arch: tuple[str, ...], embeddings: BertEmbeddin
         layer_norm_eps=embeddings.LayerNorm.eps,
     )  # fmt: skip
     model = NasBertModel(cfg)
-    model.embeddings.load_state_dict({k: v.detach().clone() for k, v in embeddings.state_dict().items()})
+    own = model.embeddings.state_dict()  # a transformers BertEmbeddings also holds id buffers: not weights
+    model.embeddings.load_state_dict({k: v.detach().clone() for k, v in embeddings.state_dict().items() if k in own})
     for j, (i, name) in enumerate(kept):
         model.layers[j].load_state_dict(net.sublayers[i].dense(name).state_dict())
     return model.eval()
@@ -196,9 +197,10 @@ def load_model(model_dir: str | Path) -> NasBertModel:
 
 
 def export_onnx(model: NasBertModel, path: str | Path, seq_len: int = 16, opset: int = 17) -> Path:
-    """`model` as ONNX (inputs input_ids, attention_mask (batch, sequence) int64 with dynamic axes; output
-    hidden (batch, sequence, C)) via torch.onnx.export's TorchScript exporter (it needs no onnxscript; its
-    deprecation warning is silenced). Check it with onnxruntime (tests/test_nasbert_ops.py)."""
+    """`model` as ONNX: inputs input_ids, attention_mask (batch, sequence) int64 with dynamic axes (the mask
+    left out by the exporter when no op reads it: FFNs only), output hidden (batch, sequence, C); through
+    torch.onnx.export's TorchScript exporter (it needs no onnxscript; its deprecation warning is silenced).
+    Check it with onnxruntime (tests/test_nasbert_ops.py)."""
     path = Path(path)
     ids = torch.ones(1, seq_len, dtype=torch.long)
     with warnings.catch_warnings():

@@ -137,7 +137,8 @@ class NasBertTask:
         for b in range(space.blocks):
             draws = list(dict.fromkeys(space.sample_path(rng) for _ in range(nc.pool_draws)))
             draws = [p for p in draws if params(p) <= params(largest) and latency(p) <= latency(largest)]
-            filled = assign_buckets(draws + [largest], params, latency, largest, nc.buckets)
+            draws = list(dict.fromkeys([*draws, largest]))  # a^t itself, once
+            filled = assign_buckets(draws, params, latency, largest, nc.buckets)
             self.module.fill(b, [bucket[: nc.bucket_paths] for bucket in filled.buckets])
             dropped.append(filled.dropped)
         return dropped

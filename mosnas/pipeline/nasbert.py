@@ -1,0 +1,130 @@
+"""`mosnas run` for NAS-BERT (family nasbert; Xu et al., KDD 2021): train the block-wise supernet with progressive
+shrinking (the engine) -> the lookup table of every surviving path (held-out block loss, parameters, table
+latency) -> one pick per budget (`search.params_budgets`: non-embedding parameters; `search.latency_ms`: table
+latency with the embeddings), the table's top `nasbert.top` run whole and the best kept -> the standalone encoder
+(model.safetensors + config.json, and model.onnx checked against PyTorch with onnxruntime), its latency measured
+whole beside the table's sum -> results.json and summary.md.
+
+Not here yet (issue 27): the end-to-end distillation of the pick and its GLUE scores."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mosnas.bert.nasbert import select
+from mosnas.bert.nasbert.latency import check_table
+from mosnas.bert.nasbert.model import export_onnx, save_model
+from mosnas.bert.nasbert.task import LATENCY_TABLE
+from mosnas.config import Config
+from mosnas.engine.load import load_run
+from mosnas.engine.run_folder import adopt_config, needs_training
+from mosnas.engine.train import train
+from mosnas.workspace.records import made_from, read_json, write_json, write_text
+from mosnas.workspace.run_dir import RunDir
+
+
+def budgets(cfg: Config) -> dict[str, tuple[float | None, float | None]]:
+    """Budget name -> (max non-embedding parameters, max table latency in ms)."""
+    out: dict[str, tuple[float | None, float | None]] = {}
+    out |= {f"params-{p / 1e6:g}M": (float(p), None) for p in cfg.search.params_budgets}
+    out |= {f"latency-{ms:g}ms": (None, float(ms)) for ms in cfg.search.latency_ms}
+    return out
+
+
+def _onnx_check(model: Any, out: Path, vocab_size: int) -> float:
+    """model.onnx in `out`, and its largest absolute difference from PyTorch on seeded padded batches."""
+    import onnxruntime
+
+    path = export_onnx(model, out / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for seed, (b, t) in enumerate([(1, 7), (3, 16), (2, 33)]):
+        ids = torch.randint(1, vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
+        mask = torch.ones_like(ids)
+        mask[-1, t // 2 :] = 0
+        with torch.no_grad():
+            ref = model(ids, mask).numpy()
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        names = [i.name for i in session.get_inputs()]  # an arch of FFNs only never reads the mask: ONNX drops it
+        got = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return worst
+
+
+def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The whole NAS-BERT pipeline for `cfg` (a stopped training continues where it stopped)."""
+    t0 = time.perf_counter()
+    say = (lambda text: print(f"== {text}", file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    if force or needs_training(cfg):
+        say(f"train: NAS-BERT block-wise supernet -> {cfg.run_dir}")
+        train(cfg, resume=not force, force=force, show_progress=progress)
+    else:
+        adopt_config(cfg)
+    run = load_run(cfg.run_dir)
+    rd, space = RunDir(cfg.run_dir), run.space
+    table = read_json(rd.root / LATENCY_TABLE)
+    say(f"lookup table: the surviving paths of {space.blocks} blocks on {cfg.search.valid_sentences} held-out seq.")
+    data = select.heldout(cfg, space, cfg.search.valid_sentences, cfg.search.seed)
+    paths = select.living_paths(space, run.task_state)
+    tables = select.block_tables(run.net, space, paths, data, table)
+    record = made_from(checkpoint=run.checkpoint, heldout={"sequences": data.sequences, "seed": cfg.search.seed})
+    write_json(rd.root / "search" / "nasbert_table.json", {"blocks": [t.to_rows() for t in tables], **record})
+    vocab = run.tokenizer.vocab_size if hasattr(run.tokenizer, "vocab_size") else len(run.tokenizer)
+    rows = []
+    for name, (max_params, max_ms) in budgets(cfg).items():
+        say(f"select {name}: top {cfg.nasbert.top} by the table, run whole, export")
+        got = select.pick(run.net, tables, data, table, max_params, max_ms, cfg.nasbert.top)
+        write_json(rd.search(name), {**got, "max_params": max_params, "budget_ms": max_ms, **record})
+        arch = tuple(got["arch"])
+        model = select.standalone(run.net, arch, data, vocab)
+        out = rd.export(name)
+        save_model(model, out, arch)
+        diff = _onnx_check(model, out, vocab)
+        measured = check_table(space, [arch], table, vocab)["archs"][0]
+        row = {
+            "name": name,
+            "kind": "search",
+            "max_params": max_params,
+            "budget_ms": max_ms,
+            **{k: v for k, v in got.items() if k != "candidates"},
+            "candidates_run_whole": len(got["candidates"]),
+            "layers_kept": len(model.layers),
+            "measured_latency_ms": measured["measured_ms"],
+            "onnx_max_abs_diff": diff,
+            "model_dir": f"export/{name}",
+        }
+        write_json(out / "export.json", {**row, "family": "nasbert", "run": str(rd.root.resolve()), **record})
+        rows.append(row)
+    results = {"name": cfg.name, "family": "nasbert", "steps": run.step, "latency_table": table, "results": rows}
+    results["wall_s_this_call"] = round(time.perf_counter() - t0, 1)
+    write_json(rd.results, results)
+    write_text(rd.summary, summary(cfg, results))
+    return results
+
+
+def summary(cfg: Config, results: dict[str, Any]) -> str:
+    """summary.md: one row per budget."""
+    head = "| budget | arch (non-identity ops) | params (non-emb.) | table loss | whole loss "
+    head += "| latency table / measured ms | ONNX max diff |"
+    lines = [f"# {cfg.name}: NAS-BERT, {results['steps']} steps", "", head, "|---|---|---|---|---|---|---|"]
+    for r in results["results"]:
+        ops = " ".join(op for op in r["arch"] if op != "identity") or "(embeddings only)"
+        lines.append(
+            f"| {r['name']} | {ops} | {r['parameters_nonembedding']:,} | {r['table_loss']:.4f} | {r['whole_loss']:.4f} "
+            f"| {r['table_latency_ms']:.2f} / {r['measured_latency_ms']:.2f} | {r['onnx_max_abs_diff']:.1e} |"
+        )
+    p = results["latency_table"]["protocol"]
+    lines += [
+        "",
+        "Table loss: the sum of the arch's held-out block-wise losses (each block on the teacher's hidden state); "
+        "whole loss: the arch run whole from the teacher's embeddings against its last hidden state (MSE per token and "
+        f"channel). Latency: batch {p['batch']}, {p['seq_len']} tokens, {p['threads']} thread(s), the table's sum "
+        "of per-op medians beside the exported encoder measured whole.",
+    ]
+    return "\n".join(lines) + "\n"
