@@ -45,9 +45,10 @@ class Task(Protocol):
     def validate(self, net: nn.Module, step: int) -> dict[str, Any]:
         """A validation record of the log ({"step": step, ...})."""
 
-    # Optional: `attach(net)`, called once the supernet is built (a task that works on it between steps, e.g.
-    # NAS-BERT's shrinking at epoch starts), and `archs(step) -> [(kind, arch), ...]`, the step's archs in
-    # place of the sandwich rule (seeded by the step alone: every rank and a resumed run agree).
+    # Optional: `attach(net, progress)`, called before the first step (a task that works on the supernet between
+    # steps, e.g. NAS-BERT's shrinking at epoch starts; `progress`: it may show a bar), and `archs(step) ->
+    # [(kind, arch), ...]`, the step's archs in place of the sandwich rule (seeded by the step alone: every rank
+    # and a resumed run agree).
 
 
 class Family(Protocol):

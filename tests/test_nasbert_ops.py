@@ -66,7 +66,7 @@ def test_each_elastic_op_equals_its_dense_module_and_counts_its_parameters(name)
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 def test_the_conv_op_is_a_masked_depthwise_convolution_between_pointwise_maps(kernel):
     op = Op("conv", 32, kernel)
-    dense = _randomized(DenseSublayer(op, 64, 16))
+    dense = _randomized(DenseSublayer(op.name, 64, 16))
     x, mask = _batch(64)
     keep = mask[..., None].float()
     h = (x @ dense.down.weight.T + dense.down.bias) * keep  # (B, T, 32)
@@ -133,15 +133,15 @@ def test_the_exported_encoder_leaves_identities_out_and_round_trips(tmp_path):
     embeddings = _randomized(BertEmbeddings(BertDenseConfig(100, 64, 0, 4, 256, max_position=32)), 2)
     arch = ("mha64", "conv3_32", "identity", "ffn32")
     model = export(net, arch, embeddings, 100)
-    assert len(model.layers) == 3 and model.cfg.ops == ("mha64", "conv3_32", "ffn32")
+    assert len(model.layers) == 3 and model.config.ops == ["mha64", "conv3_32", "ffn32"]
     ids = torch.randint(1, 100, (3, 9))
     _, mask = _batch(64)
     with torch.no_grad():
         x = embeddings(ids, torch.zeros_like(ids))
-        assert torch.allclose(model(ids, mask), net(x, mask, arch), atol=1e-6)
+        assert torch.allclose(model(ids, mask).last_hidden_state, net(x, mask, arch), atol=1e-6)
         folder = save_model(model, tmp_path / "m", arch)
         again = load_model(folder)
-        assert torch.equal(again(ids, mask), model(ids, mask))
+        assert torch.equal(again(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state)
     (folder / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a NAS-BERT model"):
         load_model(folder)
@@ -161,6 +161,53 @@ def test_the_onnx_export_equals_pytorch(tmp_path):
         mask = torch.ones_like(ids)
         mask[-1, t // 2 :] = 0
         with torch.no_grad():
-            ref = model(ids, mask).numpy()
+            ref = model(ids, mask).last_hidden_state.numpy()
         got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         assert got.shape == ref.shape and abs(got - ref).max() < 1e-4
+
+
+def test_the_exported_folder_is_a_hugging_face_model_that_runs_without_mosnas(tmp_path, teacher):
+    """save_model writes a transformers folder with its modeling file: a Python without mosnas loads it through
+    AutoModel / AutoModelForSequenceClassification (trust_remote_code) and computes what mosnas computes."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    space = NasBertSpace(sublayers=6, blocks=3, hidden_sizes=(64,), kernels=(3,))
+    net = NasBertSupernet(space)
+    net.init_from_teacher(teacher.model, 32)
+    arch = ("mha64", "conv3_64", "identity", "ffn64", "mha64", "identity")
+    model = export(net, arch, teacher.model.embeddings, 30522, teacher.model.pooler.dense)
+    folder = save_model(model, tmp_path / "m", arch, teacher.tokenizer)
+    assert {"modeling_nasbert.py", "config.json", "model.safetensors", "tokenizer.json", "arch.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+    enc = teacher.tokenizer(["A man rides a bike.", "Two dogs play in the snow near a tree."], padding=True,
+                            return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        ours = model(enc["input_ids"], enc["attention_mask"])
+    np.save(tmp_path / "ids.npy", enc["input_ids"].numpy())
+    np.save(tmp_path / "mask.npy", enc["attention_mask"].numpy())
+    script = f"""
+import sys, numpy as np, torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+assert not any(m.startswith("mosnas") for m in sys.modules)
+ids, mask = (torch.from_numpy(np.load("{tmp_path}/" + n)) for n in ("ids.npy", "mask.npy"))
+m = AutoModel.from_pretrained("{folder}", trust_remote_code=True, local_files_only=True).eval()
+with torch.no_grad():
+    out = m(input_ids=ids, attention_mask=mask)
+np.save("{tmp_path}/hidden.npy", out.last_hidden_state.numpy())
+np.save("{tmp_path}/pooled.npy", out.pooler_output.numpy())
+c = AutoModelForSequenceClassification.from_pretrained("{folder}", trust_remote_code=True, num_labels=3)
+assert c(input_ids=ids, attention_mask=mask).logits.shape == (2, 3)
+assert not any(k.startswith("mosnas") for k in sys.modules)
+"""
+    env = {"HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.abs(np.load(tmp_path / "hidden.npy") - ours.last_hidden_state.numpy()).max() < 1e-5
+    assert np.abs(np.load(tmp_path / "pooled.npy") - ours.pooler_output.numpy()).max() < 1e-5
+    assert torch.equal(load_model(folder).pooler.weight, teacher.model.pooler.dense.weight)

@@ -24,6 +24,12 @@ def _cfg(out, *overrides):
     return load_config(CONFIG, [f"out_dir={out}", *overrides])
 
 
+def _net(run_dir):
+    from mosnas.engine.load import load_run
+
+    return load_run(run_dir).net.parameters()
+
+
 def _log(run_dir):
     return [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
@@ -38,6 +44,7 @@ def test_blocks_train_and_buckets_shrink_by_at_most_half(straight):
     log = _log(straight)
     start = log[0]
     assert start["teacher_layers_at_block_ends"] == [2, 4, 6] and len(start["bucket_paths"]) == 3
+    assert start["generator"] == "nasbert" and start["parameters"] == sum(p.numel() for p in _net(straight))
     steps = [r for r in log if "loss_block1" in r]
     assert len(steps) == 12 and all(f"loss_block{b}" in r for r in steps for b in (1, 2, 3))
     table = json.loads((straight / "latency_table.json").read_text())
@@ -137,5 +144,5 @@ def test_mosnas_run_picks_within_each_budget_from_the_table_and_exports_a_standa
         ids = torch.randint(1, 1000, mask.shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             emb = model.embeddings(ids, torch.zeros_like(ids))
-            assert torch.allclose(model(ids, mask), loaded.net(emb, mask, arch), atol=1e-5)
+            assert torch.allclose(model(ids, mask).last_hidden_state, loaded.net(emb, mask, arch), atol=1e-5)
     assert "| params-0.06M |" in (straight / "summary.md").read_text()

@@ -79,7 +79,6 @@ class Trainer:
         self.cfg, self.tc, self.ddp, self.space, self.fixed, self.task = cfg, tc, ddp, space, fixed, task
         self.precision, self.run = precision, RunDir(cfg.run_dir)
         self.net = build_supernet(space, task.vocab_size, cfg).to(ddp.device)
-        getattr(task, "attach", lambda net: None)(self.net)  # a task working on it between steps (NAS-BERT)
         # parameters a task trains beside the supernet (e.g. a distillation projection): optimized and
         # checkpointed with it, never exported
         self.own = getattr(task, "module", None)
@@ -158,6 +157,7 @@ class Trainer:
 
     def _start(self, show_progress: bool) -> None:
         ddp, size = self.ddp, sum(p.numel() for p in self.params)
+        getattr(self.task, "attach", lambda *a: None)(self.net, show_progress and ddp.main)  # e.g. NAS-BERT's
         if ddp.main:
             record_precision(self.run.root, self.precision)
         self.log(
@@ -167,7 +167,7 @@ class Trainer:
                 **self.task.info,
                 "parameters": self.net.num_parameters(self.fixed) if self.fixed else size,  # the object trained
                 **({"supernet_parameters": size} if self.fixed else {}),
-                "generator": self.cfg.supernet.generator,
+                "generator": getattr(self.net, "generator", self.cfg.supernet.generator),  # a family's own net
                 "device": str(ddp.device),
                 "world_size": ddp.world,
                 "threads": torch.get_num_threads(),

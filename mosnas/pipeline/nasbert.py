@@ -49,7 +49,7 @@ def _onnx_check(model: Any, out: Path, vocab_size: int) -> float:
         mask = torch.ones_like(ids)
         mask[-1, t // 2 :] = 0
         with torch.no_grad():
-            ref = model(ids, mask).numpy()
+            ref = model(ids, mask).last_hidden_state.numpy()
         feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
         names = [i.name for i in session.get_inputs()]  # an arch of FFNs only never reads the mask: ONNX drops it
         got = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
@@ -84,7 +84,7 @@ def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict
         arch = tuple(got["arch"])
         model = select.standalone(run.net, arch, data, vocab)
         out = rd.export(name)
-        save_model(model, out, arch)
+        save_model(model, out, arch, run.tokenizer)
         diff = _onnx_check(model, out, vocab)
         measured = check_table(space, [arch], table, vocab)["archs"][0]
         row = {

@@ -40,6 +40,9 @@ def model_record(model_dir: str | Path, what: str = "model folder") -> dict[str,
     Raises ConfigError when it is missing or lacks config.json, weights or tokenizer files."""
     from transformers import AutoConfig
 
+    from mosnas.bert.nasbert.hf_modeling import register
+
+    register()  # NAS-BERT students (model_type mosnas-nasbert) load through the Auto classes too
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ConfigError(f"{what} not found: {folder}")

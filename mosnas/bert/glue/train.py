@@ -157,6 +157,9 @@ def load_classifier(model_dir: Path, task: Task) -> tuple[Any, list[str]]:
     new (the head; also the pooler where the folder has none)."""
     from transformers import AutoModelForSequenceClassification
 
+    from mosnas.bert.nasbert.hf_modeling import register
+
+    register()  # a NAS-BERT student's folder (model_type mosnas-nasbert)
     labels = list(task.labels) if not task.regression else ["score"]
     with quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(

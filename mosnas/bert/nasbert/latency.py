@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from mosnas.bert.model import BertDenseConfig, BertEmbeddings
-from mosnas.bert.nasbert.model import NasBertConfig, NasBertModel
-from mosnas.bert.nasbert.ops import DenseSublayer
+from mosnas.bert.nasbert.hf_modeling import DenseSublayer, NasBertConfig, NasBertModel
 from mosnas.bert.nasbert.space import NasBertSpace
 from mosnas.latency.measure import device_info, measure_interleaved
 
@@ -45,7 +44,7 @@ def op_table(
     milliseconds, the median of `repeats` interleaved rounds after `warmup`."""
     ids, mask, x = _inputs(seq_len, vocab_size, space.width)
     ops = [op for op in space.ops() if op.kind != "identity"]
-    modules = [DenseSublayer(op, space.width, space.head_dim).eval() for op in ops]
+    modules = [DenseSublayer(op.name, space.width, space.head_dim).eval() for op in ops]
     emb_cfg = BertDenseConfig(vocab_size, space.width, 0, space.width // space.head_dim, 4 * space.width)
     embeddings = BertEmbeddings(emb_cfg).eval()
     works = [lambda m=m: m(x, mask) for m in modules] + [lambda: embeddings(ids, torch.zeros_like(ids))]
@@ -85,7 +84,11 @@ def check_table(
     models = []
     for arch in archs:
         ops = tuple(n for n in space.validate(arch) if n != "identity")
-        models.append(NasBertModel(NasBertConfig(vocab_size, space.width, ops, space.head_dim)).eval())
+        models.append(
+            NasBertModel(
+                NasBertConfig(vocab_size=vocab_size, width=space.width, ops=list(ops), head_dim=space.head_dim)
+            ).eval()
+        )
     works = [lambda m=m: m(ids, mask) for m in models]
     timed = measure_interleaved(works, p["warmup"], p["repeats"], threads=p["threads"], seed=seed)
     rows = []

@@ -4,26 +4,25 @@ standalone encoder a picked arch exports to (BERT's embeddings, then one dense o
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from mosnas.bert.model import BertDenseConfig, BertEmbeddings
-from mosnas.bert.nasbert.ops import DenseSublayer, ElasticSublayer, Op
+from mosnas.bert.nasbert import hf_modeling
+from mosnas.bert.nasbert.hf_modeling import AUTO_MAP, MODEL_TYPE, NasBertConfig, NasBertModel
+from mosnas.bert.nasbert.ops import ElasticSublayer
 from mosnas.bert.nasbert.space import NasBertSpace
 from mosnas.errors import CheckpointError
 from mosnas.workspace.files import load_tensors, read_json_file
 
-MODEL_TYPE = "mosnas-nasbert"  # config.json's model_type: not a transformers architecture (see load_model)
-
 
 class NasBertSupernet(nn.Module):
     """Every op of every sublayer (`ElasticSublayer`), run one block at a time: block(b, x, mask, path)."""
+
+    generator = "nasbert"  # what the training log names it (the MoS generators are supernet.generator)
 
     def __init__(self, space: NasBertSpace, eps: float = 1e-12):
         super().__init__()
@@ -93,90 +92,53 @@ def block_loss(
     return ((out - end) ** 2 * keep).sum() / (keep.sum() * out.shape[-1]).clamp(min=1)
 
 
-@dataclass(frozen=True)
-class NasBertConfig:
-    """A standalone NAS-BERT encoder: BERT embeddings of `width`, then `ops` (non-identity op names in order)."""
-
-    vocab_size: int
-    width: int
-    ops: tuple[str, ...]
-    head_dim: int = 32
-    max_position: int = 512
-    type_vocab: int = 2
-    layer_norm_eps: float = 1e-12
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model_type": MODEL_TYPE, **asdict(self), "ops": list(self.ops)}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> NasBertConfig:
-        keys = set(cls.__dataclass_fields__)
-        return cls(**{k: (tuple(v) if k == "ops" else v) for k, v in raw.items() if k in keys})
-
-    def embeddings_config(self) -> BertDenseConfig:
-        return BertDenseConfig(
-            vocab_size=self.vocab_size, hidden=self.width, layers=0, heads=self.width // self.head_dim,
-            ffn=4 * self.width, max_position=self.max_position, type_vocab=self.type_vocab,
-            layer_norm_eps=self.layer_norm_eps, dropout=0.0, attention_dropout=0.0,
-        )  # fmt: skip
-
-
-class NasBertModel(nn.Module):
-    """The exported encoder: forward(input_ids (B, T), attention_mask (B, T)) -> last hidden state (B, T, C).
-    A plain nn.Module of standard ops (Linear, Conv1d, LayerNorm, scaled-dot-product attention): it runs
-    without the supernet and exports to ONNX (`export_onnx`)."""
-
-    def __init__(self, cfg: NasBertConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embeddings = BertEmbeddings(cfg.embeddings_config())
-        self.layers = nn.ModuleList(
-            DenseSublayer(Op.parse(name), cfg.width, cfg.head_dim, cfg.layer_norm_eps) for name in cfg.ops
-        )
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x = layer(x, attention_mask)
-        return x
-
-
-def export(net: NasBertSupernet, arch: tuple[str, ...], embeddings: BertEmbeddings, vocab_size: int) -> NasBertModel:
-    """The standalone encoder of `arch`: copies of `embeddings` (e.g. the teacher's) and of each non-identity
-    sublayer's op slices; identity sublayers are left out (a shallower model)."""
+def export(
+    net: NasBertSupernet,
+    arch: tuple[str, ...],
+    embeddings: nn.Module,
+    vocab_size: int,
+    pooler: nn.Linear | None = None,
+) -> NasBertModel:
+    """The standalone encoder of `arch` (a Hugging Face NasBertModel, mosnas.bert.nasbert.hf_modeling): copies of
+    `embeddings` (BERT's, e.g. the teacher's), of each non-identity sublayer's op slices, and of `pooler` (e.g.
+    the teacher's pooler dense; default BERT's init); identity sublayers are left out (a shallower model)."""
     arch = net.space.validate(arch)
     kept = [(i, name) for i, name in enumerate(arch) if name != "identity"]
-    emb = embeddings.position_embeddings.weight
     cfg = NasBertConfig(
-        vocab_size=vocab_size, width=net.space.width, ops=tuple(n for _, n in kept), head_dim=net.space.head_dim,
-        max_position=emb.shape[0], type_vocab=embeddings.token_type_embeddings.weight.shape[0],
-        layer_norm_eps=embeddings.LayerNorm.eps,
+        vocab_size=vocab_size, width=net.space.width, ops=[n for _, n in kept], head_dim=net.space.head_dim,
+        max_position=embeddings.position_embeddings.weight.shape[0],
+        type_vocab=embeddings.token_type_embeddings.weight.shape[0], layer_norm_eps=embeddings.LayerNorm.eps,
     )  # fmt: skip
     model = NasBertModel(cfg)
     own = model.embeddings.state_dict()  # a transformers BertEmbeddings also holds id buffers: not weights
     model.embeddings.load_state_dict({k: v.detach().clone() for k, v in embeddings.state_dict().items() if k in own})
     for j, (i, name) in enumerate(kept):
         model.layers[j].load_state_dict(net.sublayers[i].dense(name).state_dict())
+    if pooler is not None:
+        model.pooler.load_state_dict({k: v.detach().clone() for k, v in pooler.state_dict().items()})
     return model.eval()
 
 
-def save_model(model: NasBertModel, out_dir: str | Path, arch: tuple[str, ...] | None = None) -> Path:
-    """Write `model.safetensors` and `config.json` (model_type mosnas-nasbert, the op list) to `out_dir`, plus
-    `arch.json` (the full arch, identities included) when given."""
+def save_model(model: NasBertModel, out_dir: str | Path, arch: tuple[str, ...] | None = None, tokenizer=None) -> Path:
+    """A Hugging Face folder of `model`: `model.safetensors`, `config.json` (model_type mosnas-nasbert, the op
+    list, and an auto_map to the `modeling_nasbert.py` copied beside it, so transformers loads the folder with
+    trust_remote_code and no mosnas), the tokenizer's files when given, and `arch.json` (the full arch,
+    identities included) when given."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1), encoding="utf-8")
+    model.config.auto_map = dict(AUTO_MAP)
+    model.save_pretrained(str(out), safe_serialization=True)
+    shutil.copyfile(hf_modeling.__file__, out / "modeling_nasbert.py")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
     if arch is not None:
         (out / "arch.json").write_text(json.dumps({"ops": list(arch)}, indent=1), encoding="utf-8")
     return out
 
 
 def load_model(model_dir: str | Path) -> NasBertModel:
-    """The NasBertModel saved in `model_dir` (needs only this module and torch). CheckpointError when the folder
-    lacks its files, is not a NAS-BERT export, or its weights do not match its config."""
+    """The NasBertModel saved in `model_dir` (eval mode). CheckpointError when the folder lacks its files, is
+    not a NAS-BERT export, or its weights do not match its config."""
     d = Path(model_dir)
     for name in ("model.safetensors", "config.json"):
         if not (d / name).is_file():
@@ -196,6 +158,15 @@ def load_model(model_dir: str | Path) -> NasBertModel:
     return model.eval()
 
 
+class _LastHidden(nn.Module):
+    def __init__(self, model: NasBertModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.model(input_ids, attention_mask).last_hidden_state
+
+
 def export_onnx(model: NasBertModel, path: str | Path, seq_len: int = 16, opset: int = 17) -> Path:
     """`model` as ONNX: inputs input_ids, attention_mask (batch, sequence) int64 with dynamic axes (the mask
     left out by the exporter when no op reads it: FFNs only), output hidden (batch, sequence, C); through
@@ -205,11 +176,11 @@ def export_onnx(model: NasBertModel, path: str | Path, seq_len: int = 16, opset:
     ids = torch.ones(1, seq_len, dtype=torch.long)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        _onnx_export(model, ids, path, opset)
+        _onnx_export(_LastHidden(model).eval(), ids, path, opset)
     return path
 
 
-def _onnx_export(model: NasBertModel, ids: Tensor, path: Path, opset: int) -> None:
+def _onnx_export(model: nn.Module, ids: Tensor, path: Path, opset: int) -> None:
     torch.onnx.export(
         model.eval(),
         (ids, torch.ones_like(ids)),

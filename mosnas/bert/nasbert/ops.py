@@ -21,15 +21,13 @@ exports, and what the supernet computes for that op (`ElasticSublayer.dense(op)`
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-OP_PATTERN = re.compile(r"^(?:(mha|ffn)(\d+)|conv(\d+)_(\d+)|identity)$")
+from mosnas.bert.nasbert.hf_modeling import DenseSublayer, additive_mask, parse_op, separable_conv
+from mosnas.bert.nasbert.hf_modeling import attention as _attention
 
 
 @dataclass(frozen=True)
@@ -50,14 +48,8 @@ class Op:
     @classmethod
     def parse(cls, name: str) -> Op:
         """The op of `name`; ValueError for a name that is none of mha{h}, ffn{h}, conv{k}_{h}, identity."""
-        m = OP_PATTERN.match(name)
-        if not m:
-            raise ValueError(f"unknown NAS-BERT op {name!r} (expected mha<h>, ffn<h>, conv<k>_<h> or identity)")
-        if name == "identity":
-            return cls("identity")
-        if m.group(1):
-            return cls(m.group(1), int(m.group(2)))
-        return cls("conv", int(m.group(4)), int(m.group(3)))
+        kind, hidden, kernel = parse_op(name)
+        return cls(kind, hidden, kernel)
 
 
 def op_parameters(op: Op, width: int, head_dim: int = 32) -> int:
@@ -71,65 +63,6 @@ def op_parameters(op: Op, width: int, head_dim: int = 32) -> int:
     if op.kind == "ffn":
         return c * 4 * h + 4 * h + 4 * h * c + c + norm
     return c * h + h + h * op.kernel + h + h * c + c + norm  # pointwise down, depthwise (k per channel), up
-
-
-def additive_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """attention_mask (B, T) 1 for tokens / 0 for padding -> (B, 1, 1, T): 0 or the dtype's most negative value."""
-    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-
-def _attention(x: Tensor, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, head_dim: int) -> Tensor:
-    b, t, h = q.shape
-    split = lambda y: y.view(b, t, h // head_dim, head_dim).transpose(1, 2)  # (B, heads, T, head_dim)
-    ctx = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask, scale=1 / math.sqrt(head_dim))
-    return ctx.transpose(1, 2).reshape(b, t, h)
-
-
-def _conv(x: Tensor, keep: Tensor, down_w, down_b, conv_w, conv_b, up_w, up_b, kernel: int) -> Tensor:
-    h = F.linear(x, down_w, down_b) * keep  # (B, T, h), padding zeroed before it can leak
-    h = F.conv1d(h.transpose(1, 2), conv_w, conv_b, padding=kernel // 2, groups=h.shape[-1]).transpose(1, 2)
-    return F.linear(F.gelu(h) * keep, up_w, up_b)
-
-
-class DenseSublayer(nn.Module):
-    """One op as a standalone module on a residual stream of `width`: forward(x (B, T, C), attention_mask
-    (B, T)) -> (B, T, C). Its parameters are the supernet's slices for that op (`ElasticSublayer.dense`)."""
-
-    def __init__(self, op: Op, width: int, head_dim: int = 32, eps: float = 1e-12):
-        super().__init__()
-        self.op, self.width, self.head_dim = op, width, head_dim
-        c, h = width, op.hidden
-        if op.kind == "identity":
-            return
-        if op.kind == "mha":
-            if h % head_dim:
-                raise ValueError(f"{op.name}: hidden {h} is not a multiple of the head size {head_dim}")
-            self.query, self.key, self.value, self.out = (nn.Linear(c, h), nn.Linear(c, h), nn.Linear(c, h),
-                                                          nn.Linear(h, c))  # fmt: skip
-        elif op.kind == "ffn":
-            self.up, self.down = nn.Linear(c, 4 * h), nn.Linear(4 * h, c)
-        else:
-            self.down = nn.Linear(c, h)
-            self.conv = nn.Conv1d(h, h, op.kernel, padding=op.kernel // 2, groups=h)
-            self.up = nn.Linear(h, c)
-        self.norm = nn.LayerNorm(c, eps=eps)
-
-    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
-        op = self.op
-        if op.kind == "identity":
-            return x
-        if op.kind == "mha":
-            mask = additive_mask(attention_mask, x.dtype)
-            ctx = _attention(x, self.query(x), self.key(x), self.value(x), mask, self.head_dim)
-            y = self.out(ctx)
-        elif op.kind == "ffn":
-            y = self.down(F.gelu(self.up(x)))
-        else:
-            keep = attention_mask[..., None].to(x.dtype)
-            c = self.conv
-            y = _conv(x, keep, self.down.weight, self.down.bias, c.weight, c.bias, self.up.weight, self.up.bias,
-                      op.kernel)  # fmt: skip
-        return self.norm(x + y)
 
 
 class ElasticSublayer(nn.Module):
@@ -184,21 +117,21 @@ class ElasticSublayer(nn.Module):
         w = self._slices(op)
         if op.kind == "mha":
             q, k, v = (F.linear(x, w[f"{n}.weight"], w[f"{n}.bias"]) for n in ("query", "key", "value"))
-            ctx = _attention(x, q, k, v, additive_mask(attention_mask, x.dtype), self.head_dim)
+            ctx = _attention(q, k, v, additive_mask(attention_mask, x.dtype), self.head_dim)
             y = F.linear(ctx, w["out.weight"], w["out.bias"])
         elif op.kind == "ffn":
             y = F.linear(F.gelu(F.linear(x, w["up.weight"], w["up.bias"])), w["down.weight"], w["down.bias"])
         else:
             keep = attention_mask[..., None].to(x.dtype)
-            y = _conv(x, keep, w["down.weight"], w["down.bias"], w["conv.weight"], w["conv.bias"], w["up.weight"],
-                      w["up.bias"], op.kernel)  # fmt: skip
+            y = separable_conv(x, keep, w["down.weight"], w["down.bias"], w["conv.weight"], w["conv.bias"],
+                               w["up.weight"], w["up.bias"], op.kernel)  # fmt: skip
         return F.layer_norm(x + y, (self.width,), w["norm.weight"], w["norm.bias"], self.norms[op.name].eps)
 
     def dense(self, op_name: str) -> DenseSublayer:
         """`op_name` as a standalone DenseSublayer holding copies of its slices (the export of one sublayer)."""
         op = self.ops[op_name]
         eps = self.norms[op_name].eps if op.kind != "identity" else 1e-12
-        layer = DenseSublayer(op, self.width, self.head_dim, eps)
+        layer = DenseSublayer(op_name, self.width, self.head_dim, eps)
         if op.kind != "identity":
             layer.load_state_dict({k: v.detach().clone() for k, v in self._slices(op).items()})
         return layer

@@ -43,6 +43,7 @@ class Heldout:
     batches: list[tuple[Tensor, tuple[Tensor, ...]]]
     sequences: int
     embeddings: Any  # the teacher's embedding module (what an exported student starts with)
+    pooler: Any = None  # the teacher's pooler dense (nn.Linear), when it has one
 
 
 @torch.no_grad()
@@ -58,7 +59,8 @@ def heldout(cfg: Config, space: NasBertSpace, sequences: int, seed: int = 0) -> 
         batch = data.collate(b)
         out = teacher.outputs(batch.input_ids, batch.attention_mask)
         batches.append((batch.attention_mask, tuple(out["hidden_states"][i] for i in bounds)))
-    return Heldout(batches, len(data), teacher.model.embeddings)
+    pooler = getattr(getattr(teacher.model, "pooler", None), "dense", None)
+    return Heldout(batches, len(data), teacher.model.embeddings, pooler)
 
 
 @torch.no_grad()
@@ -130,8 +132,8 @@ def pick(
 
 
 def standalone(net: NasBertSupernet, arch: tuple[str, ...], data: Heldout, vocab_size: int) -> NasBertModel:
-    """The picked arch as a standalone encoder: the teacher's embeddings and the supernet's op slices."""
-    return export(net, tuple(arch), data.embeddings, vocab_size)
+    """The picked arch as a standalone encoder: the teacher's embeddings and pooler, the supernet's op slices."""
+    return export(net, tuple(arch), data.embeddings, vocab_size, data.pooler)
 
 
 def table_latency(arch: tuple[str, ...], table: dict) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from mosnas.bert.data import Batch, load_text, text_files
 from mosnas.bert.nasbert.latency import path_latency
@@ -103,6 +104,7 @@ class NasBertTask:
         self.table = read_json(Path(run_dir) / LATENCY_TABLE)
         self.module = PathPools(space, nc.buckets, nc.bucket_paths).to(device)
         self.net: NasBertSupernet | None = None
+        self.progress = False
         self.shrinks: list[dict[str, Any]] = []  # shrinks since the last validation record
         dropped = self._fill(random.Random(tc.seed))
         self.vocab_size = self.teacher.config.vocab_size
@@ -144,9 +146,10 @@ class NasBertTask:
         return dropped
 
     # -- what the engine asks ---------------------------------------------------------------------------
-    def attach(self, net: NasBertSupernet) -> None:
-        """The supernet the shrinks score (the engine calls this once it is built)."""
-        self.net = net
+    def attach(self, net: NasBertSupernet, progress: bool = False) -> None:
+        """The supernet the shrinks score, and whether they show a progress bar (the engine calls this before the
+        first step; no shrink is ever due before it)."""
+        self.net, self.progress = net, progress
 
     def batches(self, epoch: int) -> list[list[int]]:
         """The epoch's batches; at the start of every epoch after the warm-up, one shrink per block first."""
@@ -160,15 +163,22 @@ class NasBertTask:
         was_training = net.training
         net.eval()
         records = []
+        total = sum(min(len(x), nc.bucket_paths) for b in range(self.space.blocks) for x in self.module.living(b))
+        bar = tqdm(total=total, desc=f"shrink (epoch {epoch})", unit="path", leave=False, disable=not self.progress)
         for b in range(self.space.blocks):
             living = self.module.living(b)
             if all(len(bucket) <= nc.keep for bucket in living):
                 continue
             rng = random.Random(self.cfg.train.seed * 7919 + epoch * 31 + b)
-            loss = lambda path, b=b: self.heldout(b, path, self.score)
+
+            def loss(path, b=b):
+                bar.update()
+                return self.heldout(b, path, self.score)
+
             kept, steps = shrink_step(living, loss, nc.bucket_paths, nc.keep, rng)
             self.module.keep_only(b, kept)
             records.append({"block": b + 1, "before": [s.before for s in steps], "after": [s.after for s in steps]})
+        bar.close()
         self.module.shrunk.fill_(epoch)
         self.shrinks.append({"epoch": epoch, "blocks": records})  # into the next validation record
         net.train(was_training)
@@ -222,8 +232,8 @@ class NasBertTask:
         return total / max(tokens, 1)
 
     def validate(self, net: nn.Module, step: int) -> dict[str, Any]:
-        """Held-out loss of each block along the largest path and the smallest living one, and how many paths
-        live per block."""
+        """Held-out loss of each block along the largest path, how many paths live per block, and the shrinks done
+        since the last record."""
         self.net = net
         was_training = net.training
         net.eval()
