@@ -15,6 +15,7 @@ from mosnas.bert.nasbert.ops import DenseSublayer, ElasticSublayer, Op, op_param
 from mosnas.bert.nasbert.space import NasBertSpace
 from mosnas.bert.teacher import load_teacher
 from mosnas.errors import CheckpointError, ConfigError
+from tests.conftest import ROOT
 from tests.test_bert_model import wiki_lines
 
 SMALL = NasBertSpace(width=64, sublayers=4, blocks=2, hidden_sizes=(32, 64), head_dim=16)
@@ -211,3 +212,21 @@ assert not any(k.startswith("mosnas") for k in sys.modules)
     assert np.abs(np.load(tmp_path / "hidden.npy") - ours.last_hidden_state.numpy()).max() < 1e-5
     assert np.abs(np.load(tmp_path / "pooled.npy") - ours.pooler_output.numpy()).max() < 1e-5
     assert torch.equal(load_model(folder).pooler.weight, teacher.model.pooler.dense.weight)
+
+
+def test_mosnas_glue_fine_tunes_a_nasbert_student(tmp_path, teacher, capsys):
+    """The exported folder goes through `mosnas glue` as any student (the classes registered, no remote code)."""
+    from mosnas.cli.main import main
+
+    space = NasBertSpace(sublayers=6, blocks=3, hidden_sizes=(64,), kernels=(3,))
+    net = NasBertSupernet(space)
+    arch = ("mha64", "conv3_64", "identity", "ffn64", "identity", "identity")
+    model = export(net, arch, teacher.model.embeddings, 30522, teacher.model.pooler.dense)
+    folder = save_model(model, tmp_path / "student", arch, teacher.tokenizer)
+    data = ROOT.parent / "shared" / "data" / "glue"
+    args = ["glue", str(folder), "--task", "RTE", "--data", str(data), "--out", str(tmp_path / "out")]
+    args += ["--train-limit", "16", "--dev-limit", "16"]
+    assert main([*args, "--epochs", "1", "--batch-size", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "RTE dev accuracy" in out and "16 of 277 dev examples" in out, out
+    assert (tmp_path / "out" / "glue" / "RTE" / "result.json").is_file()

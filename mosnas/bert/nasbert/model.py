@@ -126,8 +126,16 @@ def save_model(model: NasBertModel, out_dir: str | Path, arch: tuple[str, ...] |
     identities included) when given."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    import transformers
+
     model.config.auto_map = dict(AUTO_MAP)
-    model.save_pretrained(str(out), safe_serialization=True)
+    bars = transformers.logging.is_progress_bar_enabled()
+    transformers.logging.disable_progress_bar()  # a bar for writing one small file is noise in a run's output
+    try:
+        model.save_pretrained(str(out), safe_serialization=True)
+    finally:
+        if bars:
+            transformers.logging.enable_progress_bar()
     shutil.copyfile(hf_modeling.__file__, out / "modeling_nasbert.py")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))

@@ -162,6 +162,10 @@ class NasBertTask:
         nc, net = self.cfg.nasbert, self.net
         was_training = net.training
         net.eval()
+        if all(len(x) <= nc.keep for b in range(self.space.blocks) for x in self.module.living(b)):
+            self.module.shrunk.fill_(epoch)  # every bucket is down to `keep`: shrinking is over
+            net.train(was_training)
+            return
         records = []
         total = sum(min(len(x), nc.bucket_paths) for b in range(self.space.blocks) for x in self.module.living(b))
         bar = tqdm(total=total, desc=f"shrink (epoch {epoch})", unit="path", leave=False, disable=not self.progress)
