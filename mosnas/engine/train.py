@@ -167,7 +167,7 @@ class Trainer:
                 **self.task.info,
                 "parameters": self.net.num_parameters(self.fixed) if self.fixed else size,  # the object trained
                 **({"supernet_parameters": size} if self.fixed else {}),
-                "generator": getattr(self.net, "generator", self.cfg.supernet.generator),  # a family's own net
+                "generator": getattr(self.net, "generator_name", self.cfg.supernet.generator),  # or a family's own
                 "device": str(ddp.device),
                 "world_size": ddp.world,
                 "threads": torch.get_num_threads(),

@@ -22,7 +22,7 @@ from mosnas.workspace.files import load_tensors, read_json_file
 class NasBertSupernet(nn.Module):
     """Every op of every sublayer (`ElasticSublayer`), run one block at a time: block(b, x, mask, path)."""
 
-    generator = "nasbert"  # what the training log names it (the MoS generators are supernet.generator)
+    generator_name = "nasbert"  # what the training log names it (the MoS generators are supernet.generator)
 
     def __init__(self, space: NasBertSpace, eps: float = 1e-12):
         super().__init__()
