@@ -3,6 +3,7 @@ standalone encoder a picked arch exports to (BERT's embeddings, then one dense o
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import warnings
@@ -11,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mosnas.bert.nasbert import hf_modeling
 from mosnas.bert.nasbert.hf_modeling import AUTO_MAP, MODEL_TYPE, NasBertConfig, NasBertModel
 from mosnas.bert.nasbert.ops import ElasticSublayer
 from mosnas.bert.nasbert.space import NasBertSpace
@@ -136,7 +136,7 @@ def save_model(model: NasBertModel, out_dir: str | Path, arch: tuple[str, ...] |
     finally:
         if bars:
             transformers.logging.enable_progress_bar()
-    shutil.copyfile(hf_modeling.__file__, out / "modeling_nasbert.py")
+    shutil.copyfile(inspect.getfile(NasBertModel), out / "modeling_nasbert.py")  # hf_modeling.py
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     if arch is not None:
