@@ -230,3 +230,17 @@ def test_mosnas_glue_fine_tunes_a_nasbert_student(tmp_path, teacher, capsys):
     out = capsys.readouterr().out
     assert "RTE dev accuracy" in out and "16 of 277 dev examples" in out, out
     assert (tmp_path / "out" / "glue" / "RTE" / "result.json").is_file()
+
+
+def test_glue_fine_tuning_does_not_decay_a_nasbert_students_layer_norms(teacher):
+    from mosnas.bert.glue.train import _optimizer
+    from mosnas.bert.nasbert.hf_modeling import NasBertConfig, NasBertForSequenceClassification
+    from mosnas.config import GlueConfig
+
+    model = NasBertForSequenceClassification(NasBertConfig(ops=["mha64", "conv3_64"], num_labels=2))
+    decayed, kept = _optimizer(model, GlueConfig(), 1e-4).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] > 0 and kept["weight_decay"] == 0.0
+    no_decay = {names[id(p)] for p in kept["params"]}
+    assert {"nasbert.layers.0.norm.weight", "nasbert.embeddings.LayerNorm.weight"} <= no_decay
+    assert not any(n.endswith("norm.weight") or n.endswith("bias") for n in (names[id(p)] for p in decayed["params"]))

@@ -176,7 +176,7 @@ def load_classifier(model_dir: Path, task: Task) -> tuple[Any, list[str]]:
 
 
 def _optimizer(model: Any, gc: GlueConfig, lr: float) -> torch.optim.AdamW:
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", ".norm.weight")  # the last: NAS-BERT's op norms
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": gc.weight_decay},
