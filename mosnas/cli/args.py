@@ -102,22 +102,20 @@ def closing_lines(cfg: typing.Any, results: dict[str, typing.Any]) -> str:
     rows = results["results"]
     model = next((r for r in rows if r["kind"] == "search"), rows[0] if rows else None)
     folder = root / "export" / model["name"] if model else root / "export"
-    use = (
-        f"mosnas translate {folder} --input FILE > OUT"
-        if cfg.family == "mt"
-        else f"python -c \"from mosnas.bert.nasbert.model import load_model; load_model('{folder}')\" (or "
-        f"onnxruntime on {folder}/model.onnx)"
-        if cfg.family == "nasbert"
-        else f"python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')\""
-    )
     if cfg.family == "nasbert":  # no predictor, plots or stage commands of its own yet
+        load = f"from mosnas.bert.nasbert.model import load_model; load_model('{folder}')"
         return "\n".join(
             [
                 f"done in {seconds / 60:.1f} min: {len(rows)} picks exported; files in {root}/",
                 f"  summary.md, results.json, search/nasbert_table.json; models in {root / 'export'}/<budget>/",
-                f"next: {use}",
+                f'next: python -c "{load}" (or onnxruntime on {folder}/model.onnx)',
             ]
         )
+    use = (
+        f"mosnas translate {folder} --input FILE > OUT"
+        if cfg.family == "mt"
+        else f"python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')\""
+    )
     has_predictor = (root / "latency" / "predictor.json").is_file()
     budget = "--latency-fraction F (0..1 of the predicted span)" if has_predictor else "--max-params 10M"
     return "\n".join(

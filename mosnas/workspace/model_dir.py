@@ -46,7 +46,7 @@ class ModelDir:
         """What the model itself was made from (the record's `made_from`: arch and checkpoint), or None."""
         return self.info().get("made_from")
 
-    def check_tokenizer(self, model_vocab: int | None = None, tokenizer_vocab: int | None = None) -> None:
+    def check_tokenizer(self, model_vocab: int, tokenizer_vocab: int) -> None:
         """Refuse a tokenizer that is not the model's: the file export.json's provenance names (`tokenizer`)
         whose SHA-256 differs from the recorded one (e.g. another run's spm.model copied in), or a vocabulary
         of `tokenizer_vocab` entries larger than the model's `model_vocab` embedding rows (ids the model has no
@@ -62,7 +62,7 @@ class ModelDir:
                 f"{self.root / name} is not the tokenizer this model was exported with (sha256 {found[:12]}, "
                 f"its export.json records {sha[:12]}): put the model's own {name} back"
             )
-        if model_vocab is not None and tokenizer_vocab is not None and tokenizer_vocab > model_vocab:
+        if tokenizer_vocab > model_vocab:
             raise CheckpointError(
                 f"{self.root}: its tokenizer has {tokenizer_vocab:,} entries but the model embeds {model_vocab:,} "
                 "(a tokenizer of another model)"

@@ -92,6 +92,26 @@ def block_loss(
     return ((out - end) ** 2 * keep).sum() / (keep.sum() * out.shape[-1]).clamp(min=1)
 
 
+@torch.no_grad()
+def heldout_block_loss(
+    net: NasBertSupernet,
+    b: int,
+    path: tuple[str, ...],
+    batches: list[tuple[Tensor, tuple[Tensor, ...]]],
+    bf16: bool = False,
+) -> float:
+    """`block_loss` of block b along `path` per real token and channel over held-out `batches` of (attention_mask
+    (B, T), the teacher's states at the block boundaries): the loss shrinking ranks paths by and the table holds.
+    `bf16`: under bfloat16 autocast (the run's training precision)."""
+    total, tokens = 0.0, 0
+    for mask, states in batches:
+        with torch.autocast(mask.device.type, dtype=torch.bfloat16, enabled=bf16):
+            mean = block_loss(net, b, states[b], states[b + 1], mask, path)
+        n = int(mask.sum())
+        total, tokens = total + float(mean) * n, tokens + n
+    return total / max(tokens, 1)
+
+
 def export(
     net: NasBertSupernet,
     arch: tuple[str, ...],

@@ -16,10 +16,11 @@ import torch
 from torch import Tensor
 
 from mosnas.bert.data import load_text, text_files
-from mosnas.bert.nasbert.latency import arch_latency, path_latency
-from mosnas.bert.nasbert.model import NasBertModel, NasBertSupernet, block_loss, export
+from mosnas.bert.nasbert.latency import path_latency
+from mosnas.bert.nasbert.model import NasBertModel, NasBertSupernet, export, heldout_block_loss
 from mosnas.bert.nasbert.space import NasBertSpace
 from mosnas.bert.nasbert.table import BlockTable, Row, select
+from mosnas.bert.nasbert.task import boundary_states, decode_paths
 from mosnas.bert.teacher import load_teacher
 from mosnas.config import Config
 
@@ -27,12 +28,9 @@ from mosnas.config import Config
 def living_paths(space: NasBertSpace, task_state: dict[str, Tensor]) -> list[list[tuple[str, ...]]]:
     """Every block's paths alive at the end of training (the pools a run's checkpoint holds: `codes`, `alive`
     of mosnas.bert.nasbert.task.PathPools), in bucket order."""
-    names, codes, alive = space.op_names(), task_state["codes"], task_state["alive"].bool()
-    out = []
-    for b in range(codes.shape[0]):
-        rows = codes[b][alive[b]].tolist()  # (living paths, sublayers per block), bucket by bucket
-        out.append([tuple(names[c] for c in row) for row in rows])
-    return out
+    codes, alive = task_state["codes"], task_state["alive"]
+    decoded = [decode_paths(space.op_names(), codes[b], alive[b]) for b in range(len(codes))]
+    return [[path for bucket in block for path in bucket] for block in decoded]
 
 
 @dataclass
@@ -54,24 +52,9 @@ def heldout(cfg: Config, space: NasBertSpace, sequences: int, seed: int = 0) -> 
     size = max(1, cfg.data.max_tokens // cfg.bert.max_seq_len)
     tok = teacher.tokenizer
     data = load_text(text_files(cfg.data.dir, cfg.data.valid), tok, cfg.bert.max_seq_len, size, 0, sequences, seed)
-    batches = []
-    for b in data.batches(0, shuffle=False):
-        batch = data.collate(b)
-        out = teacher.outputs(batch.input_ids, batch.attention_mask)
-        batches.append((batch.attention_mask, tuple(out["hidden_states"][i] for i in bounds)))
+    batches = [boundary_states(teacher, data.collate(b), bounds) for b in data.batches(0, shuffle=False)]
     pooler = getattr(getattr(teacher.model, "pooler", None), "dense", None)
     return Heldout(batches, len(data), teacher.model.embeddings, pooler)
-
-
-@torch.no_grad()
-def path_loss(net: NasBertSupernet, b: int, path: tuple[str, ...], data: Heldout) -> float:
-    """Block b's held-out loss along `path` per real token and channel (the table's loss entry)."""
-    total, tokens = 0.0, 0
-    for mask, states in data.batches:
-        n = int(mask.sum())
-        total += float(block_loss(net, b, states[b], states[b + 1], mask, path)) * n
-        tokens += n
-    return total / max(tokens, 1)
 
 
 @torch.no_grad()
@@ -94,9 +77,8 @@ def block_tables(
     net.eval()
     out = []
     for b, block in enumerate(paths):
-        rows = [
-            Row(p, path_loss(net, b, p, data), float(space.path_parameters(p)), path_latency(p, table)) for p in block
-        ]
+        loss = lambda p, b=b: heldout_block_loss(net, b, p, data.batches)
+        rows = [Row(p, loss(p), float(space.path_parameters(p)), path_latency(p, table)) for p in block]
         out.append(BlockTable(tuple(rows)))
     return out
 
@@ -134,7 +116,3 @@ def pick(
 def standalone(net: NasBertSupernet, arch: tuple[str, ...], data: Heldout, vocab_size: int) -> NasBertModel:
     """The picked arch as a standalone encoder: the teacher's embeddings and pooler, the supernet's op slices."""
     return export(net, tuple(arch), data.embeddings, vocab_size, data.pooler)
-
-
-def table_latency(arch: tuple[str, ...], table: dict) -> float:
-    return arch_latency(tuple(arch), table)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from mosnas.bert.data import Batch, load_text, text_files
 from mosnas.bert.nasbert.latency import path_latency
-from mosnas.bert.nasbert.model import NasBertSupernet, block_loss
+from mosnas.bert.nasbert.model import NasBertSupernet, block_loss, heldout_block_loss
 from mosnas.bert.nasbert.ops import Op, op_parameters
 from mosnas.bert.nasbert.shrink import assign_buckets, shrink_step
 from mosnas.bert.nasbert.space import NasBertSpace
@@ -39,6 +39,20 @@ LATENCY_TABLE = "latency_table.json"  # the run's per-op latency table (LT_lat),
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def boundary_states(teacher: Any, batch: Batch, bounds: list[int]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(attention_mask (B, T), the teacher's hidden states (B, T, C) at the block boundaries `bounds`, 0 = the
+    embeddings' output): a block's input and target."""
+    out = teacher.outputs(batch.input_ids, batch.attention_mask)
+    return batch.attention_mask, tuple(out["hidden_states"][i] for i in bounds)
+
+
+def decode_paths(names: list[str], codes: Tensor, alive: Tensor) -> list[list[tuple[str, ...]]]:
+    """One block's living paths by bucket, as op names: `codes` (buckets, paths, sublayers) op indices, `alive`
+    (buckets, paths) bool (PathPools' buffers, or a checkpoint's `task_state`)."""
+    return [[tuple(names[c] for c in row) for row in codes[j][alive[j].bool()].tolist()] for j in range(len(codes))]
 
 
 class PathPools(nn.Module):
@@ -63,11 +77,7 @@ class PathPools(nn.Module):
 
     def living(self, b: int) -> list[list[tuple[str, ...]]]:
         """Block b's living paths, by bucket (op names)."""
-        out = []
-        for j in range(self.codes.shape[1]):
-            rows = self.codes[b, j][self.alive[b, j]].tolist()
-            out.append([tuple(self.names[c] for c in row) for row in rows])
-        return out
+        return decode_paths(self.names, self.codes[b], self.alive[b])
 
     def keep_only(self, b: int, buckets: list[list[tuple[str, ...]]]) -> None:
         for j, bucket in enumerate(buckets):
@@ -120,11 +130,8 @@ class NasBertTask:
             "vocab_size": self.vocab_size,
         }
 
-    @torch.no_grad()
     def _states(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """(attention_mask, the teacher's hidden states at the block boundaries), each (B, T, C)."""
-        out = self.teacher.outputs(batch.input_ids, batch.attention_mask)
-        return batch.attention_mask, tuple(out["hidden_states"][i] for i in self.bounds)
+        return boundary_states(self.teacher, batch, self.bounds)
 
     def _fill(self, rng: random.Random) -> list[int]:
         """Fill every block's buckets from uniform draws (deterministic per seed); returns the draws dropped per
@@ -177,7 +184,7 @@ class NasBertTask:
 
             def loss(path, b=b):
                 bar.update()
-                return self.heldout(b, path, self.score)
+                return heldout_block_loss(net, b, path, self.score, self.bf16)
 
             kept, steps = shrink_step(living, loss, nc.bucket_paths, nc.keep, rng)
             self.module.keep_only(b, kept)
@@ -224,28 +231,15 @@ class NasBertTask:
                 out[f"block{b + 1}"] = loss.detach()
         return out
 
-    @torch.no_grad()
-    def heldout(self, b: int, path: tuple[str, ...], batches: list) -> float:
-        """Block b's loss along `path` per real token and channel on held-out `batches` (shrinking, tables)."""
-        total, tokens = 0.0, 0
-        for mask, states in batches:
-            with _autocast(self.device, self.bf16):
-                mean = block_loss(self.net, b, states[b], states[b + 1], mask, path)
-            n = int(mask.sum())
-            total, tokens = total + float(mean) * n, tokens + n
-        return total / max(tokens, 1)
-
     def validate(self, net: nn.Module, step: int) -> dict[str, Any]:
         """Held-out loss of each block along the largest path, how many paths live per block, and the shrinks done
         since the last record."""
-        self.net = net
         was_training = net.training
         net.eval()
         record: dict[str, Any] = {"step": step}
         for b in range(self.space.blocks):
-            record[f"valid_loss_block{b + 1}_largest"] = round(
-                self.heldout(b, self.space.largest_path(), self.valid), 5
-            )
+            loss = heldout_block_loss(net, b, self.space.largest_path(), self.valid, self.bf16)
+            record[f"valid_loss_block{b + 1}_largest"] = round(loss, 5)
         record["living_paths"] = [sum(len(x) for x in self.module.living(b)) for b in range(self.space.blocks)]
         if self.shrinks:
             record["shrinks"], self.shrinks = self.shrinks, []
