@@ -146,3 +146,25 @@ def test_mosnas_run_picks_within_each_budget_from_the_table_and_exports_a_standa
             emb = model.embeddings(ids, torch.zeros_like(ids))
             assert torch.allclose(model(ids, mask).last_hidden_state, loaded.net(emb, mask, arch), atol=1e-5)
     assert "| params-0.06M |" in (straight / "summary.md").read_text()
+
+
+def test_mosnas_run_distils_each_pick_end_to_end_before_its_export(straight, tmp_path):
+    """With nasbert.distill_steps, each pick is distilled from the teacher end to end (the paper's first KD stage)
+    before its export: it starts from the supernet's slices (its held-out loss is the row's whole loss), the
+    exported folder holds the distilled weights, and its ONNX export still equals PyTorch."""
+    import shutil
+
+    from mosnas.bert.nasbert.model import load_model
+    from mosnas.pipeline.run import run
+
+    shutil.copytree(straight / "export", tmp_path / "export")  # the exports without KD (the test above's)
+    cfg = _cfg(straight.parent, "nasbert.distill_steps=3", "nasbert.distill_lr=1e-3")  # the same trained run
+    rows = run(cfg, progress=False)["results"]
+    for row in rows:
+        kd = row["distill"]
+        assert kd["steps"] == 3 and kd["whole_loss_before"] == pytest.approx(row["whole_loss"], rel=1e-4)
+        assert kd["whole_loss_after"] != kd["whole_loss_before"] and row["onnx_max_abs_diff"] < 1e-4
+        exported = dict(load_model(cfg.run_dir / row["model_dir"]).named_parameters())
+        plain = dict(load_model(tmp_path / row["model_dir"]).named_parameters())
+        assert any(not torch.equal(v, plain[k]) for k, v in exported.items())
+    assert "KD steps)" in (cfg.run_dir / "summary.md").read_text()

@@ -22,3 +22,8 @@ class NasBertConfig:
     top: int = num(100, gt=0)  # archs of lowest summed table loss run whole per budget (the paper: T = 100)
     # teacher: the widest MHA/FFN ops start as the teacher's layers | random (the paper: from scratch)
     init: str = one_of("teacher", ("teacher", "random"))
+    # the paper's first KD stage for each pick, end to end on data.train (mosnas.bert.nasbert.distill): updates and
+    # a wall cap in minutes (0 and 0: none; the export is then the supernet's slices), and its AdamW lr
+    distill_steps: int = num(0, ge=0)
+    distill_minutes: float = num(0.0, ge=0)
+    distill_lr: float = num(1e-4, gt=0)

@@ -5,7 +5,8 @@ latency with the embeddings), the table's top `nasbert.top` run whole and the be
 (model.safetensors + config.json, and model.onnx checked against PyTorch with onnxruntime), its latency measured
 whole beside the table's sum -> results.json and summary.md.
 
-Not here yet (issue 27): the end-to-end distillation of the pick and its GLUE scores."""
+With `nasbert.distill_steps` / `distill_minutes`, each pick is distilled end to end before its export (the paper's
+task-agnostic KD stage; mosnas.bert.nasbert.distill). Not here yet (issue 27): the picks' GLUE scores in the run."""
 
 from __future__ import annotations
 
@@ -57,6 +58,23 @@ def _onnx_check(model: Any, out: Path, vocab_size: int) -> float:
     return worst
 
 
+def _distill(cfg: Config, model: Any, progress: bool) -> dict[str, Any]:
+    """The pick distilled end to end (mosnas.bert.nasbert.distill) on `data.train`, scored on the held-out
+    sequences of the selection (`search.valid_sentences` of `data.valid`)."""
+    from mosnas.bert.data import load_text, text_files
+    from mosnas.bert.nasbert.distill import distill_whole
+    from mosnas.bert.teacher import load_teacher
+
+    teacher, nb = load_teacher(cfg.bert.teacher), cfg.nasbert
+    tok, size, n = teacher.tokenizer, max(1, cfg.data.max_tokens // cfg.bert.max_seq_len), cfg.bert.max_seq_len
+    files = text_files(cfg.data.dir, cfg.data.train)
+    train_text = load_text(files, tok, n, size, cfg.data.train_limit, 0, cfg.train.seed)
+    held = load_text(text_files(cfg.data.dir, cfg.data.valid), tok, n, size, 0, cfg.search.valid_sentences,
+                     cfg.search.seed)  # fmt: skip
+    return distill_whole(model, teacher, train_text, held, nb.distill_steps, nb.distill_minutes, nb.distill_lr,
+                         cfg.train.seed, progress)  # fmt: skip
+
+
 def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole NAS-BERT pipeline for `cfg` (a stopped training continues where it stopped)."""
     t0 = time.perf_counter()
@@ -83,6 +101,7 @@ def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict
         write_json(rd.search(name), {**got, "max_params": max_params, "budget_ms": max_ms, **record})
         arch = tuple(got["arch"])
         model = select.standalone(run.net, arch, data, vocab)
+        kd = _distill(cfg, model, progress) if cfg.nasbert.distill_steps or cfg.nasbert.distill_minutes else None
         out = rd.export(name)
         save_model(model, out, arch, run.tokenizer)
         diff = _onnx_check(model, out, vocab)
@@ -99,6 +118,8 @@ def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict
             "onnx_max_abs_diff": diff,
             "model_dir": f"export/{name}",
         }
+        if kd:
+            row["distill"] = {k: v for k, v in kd.items() if k != "losses"} | {"last_loss": kd["losses"][-1]}
         write_json(out / "export.json", {**row, "family": "nasbert", "run": str(rd.root.resolve()), **record})
         rows.append(row)
     results = {"name": cfg.name, "family": "nasbert", "steps": run.step, "latency_table": table, "results": rows}
@@ -115,8 +136,10 @@ def summary(cfg: Config, results: dict[str, Any]) -> str:
     lines = [f"# {cfg.name}: NAS-BERT, {results['steps']} steps", "", head, "|---|---|---|---|---|---|---|"]
     for r in results["results"]:
         ops = " ".join(op for op in r["arch"] if op != "identity") or "(embeddings only)"
+        kd = r.get("distill")
+        whole = f"{r['whole_loss']:.4f}" + (f" -> {kd['whole_loss_after']:.4f} ({kd['steps']} KD steps)" if kd else "")
         lines.append(
-            f"| {r['name']} | {ops} | {r['parameters_nonembedding']:,} | {r['table_loss']:.4f} | {r['whole_loss']:.4f} "
+            f"| {r['name']} | {ops} | {r['parameters_nonembedding']:,} | {r['table_loss']:.4f} | {whole} "
             f"| {r['table_latency_ms']:.2f} / {r['measured_latency_ms']:.2f} | {r['onnx_max_abs_diff']:.1e} |"
         )
     p = results["latency_table"]["protocol"]
@@ -124,7 +147,8 @@ def summary(cfg: Config, results: dict[str, Any]) -> str:
         "",
         "Table loss: the sum of the arch's held-out block-wise losses (each block on the teacher's hidden state); "
         "whole loss: the arch run whole from the teacher's embeddings against its last hidden state (MSE per token and "
-        f"channel). Latency: batch {p['batch']}, {p['seq_len']} tokens, {p['threads']} thread(s), the table's sum "
+        "channel; '-> x (n KD steps)': the held-out whole loss of the export after its end-to-end distillation). "
+        f"Latency: batch {p['batch']}, {p['seq_len']} tokens, {p['threads']} thread(s), the table's sum "
         "of per-op medians beside the exported encoder measured whole.",
     ]
     return "\n".join(lines) + "\n"
