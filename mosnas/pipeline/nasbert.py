@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mosnas.bert.nasbert import select
+from mosnas.bert.nasbert.distill import distill_whole
 from mosnas.bert.nasbert.latency import check_table
 from mosnas.bert.nasbert.model import export_onnx, save_model
 from mosnas.bert.nasbert.task import LATENCY_TABLE
@@ -58,21 +59,21 @@ def _onnx_check(model: Any, out: Path, vocab_size: int) -> float:
     return worst
 
 
-def _distill(cfg: Config, model: Any, progress: bool) -> dict[str, Any]:
-    """The pick distilled end to end (mosnas.bert.nasbert.distill) on `data.train`, scored on the held-out
-    sequences of the selection (`search.valid_sentences` of `data.valid`)."""
+def _distill_inputs(cfg: Config) -> tuple[Any, Any, Any] | None:
+    """(teacher, training text of `data.train`, the selection's held-out sequences: `search.valid_sentences` of
+    `data.valid`) for the end-to-end distillation of the picks, loaded once per run; None when it is off."""
+    if not (cfg.nasbert.distill_steps or cfg.nasbert.distill_minutes):
+        return None
     from mosnas.bert.data import load_text, text_files
-    from mosnas.bert.nasbert.distill import distill_whole
     from mosnas.bert.teacher import load_teacher
 
-    teacher, nb = load_teacher(cfg.bert.teacher), cfg.nasbert
+    teacher = load_teacher(cfg.bert.teacher)
     tok, size, n = teacher.tokenizer, max(1, cfg.data.max_tokens // cfg.bert.max_seq_len), cfg.bert.max_seq_len
     files = text_files(cfg.data.dir, cfg.data.train)
     train_text = load_text(files, tok, n, size, cfg.data.train_limit, 0, cfg.train.seed)
     held = load_text(text_files(cfg.data.dir, cfg.data.valid), tok, n, size, 0, cfg.search.valid_sentences,
                      cfg.search.seed)  # fmt: skip
-    return distill_whole(model, teacher, train_text, held, nb.distill_steps, nb.distill_minutes, nb.distill_lr,
-                         cfg.train.seed, progress)  # fmt: skip
+    return teacher, train_text, held
 
 
 def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -94,14 +95,17 @@ def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict
     record = made_from(checkpoint=run.checkpoint, heldout={"sequences": data.sequences, "seed": cfg.search.seed})
     write_json(rd.root / "search" / "nasbert_table.json", {"blocks": [t.to_rows() for t in tables], **record})
     vocab = run.tokenizer.vocab_size if hasattr(run.tokenizer, "vocab_size") else len(run.tokenizer)
-    rows = []
+    rows, kd_inputs, nb = [], _distill_inputs(cfg), cfg.nasbert
     for name, (max_params, max_ms) in budgets(cfg).items():
         say(f"select {name}: top {cfg.nasbert.top} by the table, run whole, export")
         got = select.pick(run.net, tables, data, table, max_params, max_ms, cfg.nasbert.top)
         write_json(rd.search(name), {**got, "max_params": max_params, "budget_ms": max_ms, **record})
         arch = tuple(got["arch"])
         model = select.standalone(run.net, arch, data, vocab)
-        kd = _distill(cfg, model, progress) if cfg.nasbert.distill_steps or cfg.nasbert.distill_minutes else None
+        kd = None
+        if kd_inputs:  # the paper's first KD stage (mosnas.bert.nasbert.distill), before the export
+            kd = distill_whole(model, *kd_inputs, nb.distill_steps, nb.distill_minutes, nb.distill_lr,
+                               cfg.train.seed, progress)  # fmt: skip
         out = rd.export(name)
         save_model(model, out, arch, run.tokenizer)
         diff = _onnx_check(model, out, vocab)

@@ -21,10 +21,16 @@ from torch import Tensor
 from mosnas.bert.data import TextData
 
 
-def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
-    """Squared error summed over channels, averaged over real tokens: student, teacher (B, T, C), mask (B, T)."""
+def token_squared_error(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """The squared error averaged over channels, summed over real tokens (a 0-d tensor): student, teacher
+    (B, T, C), mask (B, T) 1 for a real token."""
     keep = mask[..., None].to(student.dtype)
-    return ((student - teacher) ** 2 * keep).sum() / student.shape[-1] / mask.sum().clamp(min=1)
+    return ((student - teacher) ** 2 * keep).sum() / student.shape[-1]
+
+
+def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """Squared error per real token and channel: `token_squared_error` over the real tokens."""
+    return token_squared_error(student, teacher, mask) / mask.sum().clamp(min=1)
 
 
 @torch.no_grad()
@@ -38,7 +44,7 @@ def heldout_loss(model: Any, teacher: Any, data: TextData) -> float:
         b = data.collate(idx)
         target = teacher.outputs(b.input_ids, b.attention_mask)["hidden_states"][-1]
         out = model(b.input_ids, b.attention_mask).last_hidden_state
-        total += float(masked_mse(out, target, b.attention_mask)) * int(b.attention_mask.sum())
+        total += float(token_squared_error(out, target, b.attention_mask))
         tokens += int(b.attention_mask.sum())
     model.train(was)
     return total / max(tokens, 1)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mosnas.bert.data import load_text, text_files
+from mosnas.bert.nasbert.distill import token_squared_error
 from mosnas.bert.nasbert.latency import path_latency
 from mosnas.bert.nasbert.model import NasBertModel, NasBertSupernet, export, heldout_block_loss
 from mosnas.bert.nasbert.space import NasBertSpace
@@ -63,9 +64,7 @@ def whole_loss(net: NasBertSupernet, arch: tuple[str, ...], data: Heldout) -> fl
     hidden state; squared error per real token and channel."""
     total, tokens = 0.0, 0
     for mask, states in data.batches:
-        out = net(states[0], mask, arch)
-        keep = mask[..., None].to(out.dtype)
-        total += float(((out - states[-1]) ** 2 * keep).sum() / out.shape[-1])
+        total += float(token_squared_error(net(states[0], mask, arch), states[-1], mask))
         tokens += int(mask.sum())
     return total / max(tokens, 1)
 
