@@ -83,7 +83,7 @@ def test_bad_option_values_are_one_line_errors_before_any_work(capsys, tmp_path,
 @pytest.mark.parametrize("cmd, action", OPTIONS, ids=[f"{c}{a.option_strings[0]}" for c, a in OPTIONS])
 def test_good_option_values_are_accepted(tmp_path, cmd, action):
     key, f, typ = _setting(action)
-    good = f.default if not isinstance(f.default, tuple) else 1
+    good = f.default if not isinstance(f.default, tuple) else f.metadata.get("choices", (1,))[0]  # a list: one entry
     args = _parser().parse_args(_argv(cmd, _commands()[cmd], tmp_path, action.option_strings[0], str(good)))
     expected = [typ(good)] if action.nargs in ("+", "*") else typ(good)  # a list option: a list of one
     assert getattr(args, action.dest) == expected

@@ -168,3 +168,30 @@ def test_mosnas_run_distils_each_pick_end_to_end_before_its_export(straight, tmp
         plain = dict(load_model(tmp_path / row["model_dir"]).named_parameters())
         assert any(not torch.equal(v, plain[k]) for k, v in exported.items())
     assert "KD steps)" in (cfg.run_dir / "summary.md").read_text()
+
+
+def test_mosnas_run_fine_tunes_each_pick_and_the_teacher_on_glue(straight):
+    """With glue.tasks, every exported pick is fine-tuned with the run's recipe (official metric, the seeded
+    subsets) and the teacher once beside it; the rows carry the scores and summary.md the BERT family's table."""
+    from mosnas.pipeline.run import run
+
+    glue = ["glue.tasks=[RTE]", "glue.train_limit=32", "glue.dev_limit=24", "glue.epochs=1", "glue.max_seq_len=32"]
+    cfg = _cfg(straight.parent, *glue)
+    rows = run(cfg, progress=False)["results"]
+    assert len(rows) == 2
+    for row in rows:
+        rte = row["glue"]["RTE"]
+        assert (rte["train_examples"], rte["dev_examples"]) == (32, 24) and rte["steps"] == 1
+        assert set(rte["metrics"]) == {"accuracy"} and 0.0 <= rte["score"] <= 100.0
+        assert rte["teacher"]["score"] == rows[0]["glue"]["RTE"]["teacher"]["score"]  # one teacher run for all
+        result = json.loads((cfg.run_dir / row["model_dir"] / "glue" / "RTE" / "result.json").read_text())
+        assert result["score"] == rte["score"]
+    assert (cfg.run_dir / "teacher_glue" / "glue" / "RTE" / "result.json").is_file()
+    summary = (cfg.run_dir / "summary.md").read_text()
+    assert "RTE accuracy" in summary and "| teacher |" in summary
+
+
+def test_a_glue_task_that_is_not_there_is_refused_before_a_folder(tmp_path, capsys):
+    code = main(["run", str(CONFIG), f"out_dir={tmp_path}", "glue.tasks=[RTE,NOPE]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no GLUE task 'NOPE'" in err.splitlines()[-1]

@@ -63,6 +63,19 @@ def add_commands(sub: Any) -> None:
     )
     _option(g, "--kd-alpha", "glue.kd_alpha", help="weight of the soft loss: (1 - a) hard + a soft")
     _option(g, "--kd-temperature", "glue.kd_temperature", help="softmax temperature of the soft loss")
+    _option(g, "--kd-loss", "glue.kd_loss", help="prediction-layer KD: ce (KL at the temperature) | mse of logits")
+    _option(
+        g,
+        "--kd-intermediate",
+        "glue.kd_intermediate",
+        nargs="+",
+        help="Distiller's intermediate representations, also learned from --kd-teacher: hidden attention relations",
+    )
+    _option(g, "--kd-layer-map", "glue.kd_layer_map", help="student layer -> teacher layer: skip | last | first")
+    _option(g, "--kd-hidden-loss", "glue.kd_hidden_loss", help="hidden-state loss per layer pair: mse | cos | pkd | mi")
+    _option(g, "--kd-attention-loss", "glue.kd_attention_loss", help="attention loss per layer pair: mse | kl")
+    _option(g, "--kd-intermediate-weight", "glue.kd_intermediate_weight", help="weight of the intermediate terms")
+    _option(g, "--kd-mi-alpha", "glue.kd_mi_alpha", help="MI-α's α in [0, 1]: 1 = InfoNCE, 0 = TUBA")
     _option(g, "--precision", "glue.precision", help="auto | fp32 | bf16")
     _option(g, "--threads", "glue.threads", help="torch threads (0: torch's default)")
     g.add_argument("--save", action="store_true", help="keep the best run's classifier in OUT/glue/<task>/model")
@@ -75,7 +88,8 @@ def settings_of(args: argparse.Namespace) -> GlueConfig:
     """The glue settings of a parsed command line (several --lr values are a sweep)."""
     lrs = tuple(args.lr) if isinstance(args.lr, (list, tuple)) else (args.lr,)
     fields = {f.name for f in dataclasses.fields(GlueConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and k not in ("lr", "seeds")}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+             if k in fields and k not in ("lr", "seeds")}  # fmt: skip
     return GlueConfig(
         **given, tasks=tuple(args.task), lr=lrs[0], lr_sweep=lrs if len(lrs) > 1 else (), seeds=tuple(args.seeds)
     )

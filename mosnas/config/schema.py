@@ -81,6 +81,7 @@ class Config:
             raise ConfigError(
                 f"search.parents={self.search.parents} must be <= search.population={self.search.population}"
             )
+        self.glue.check_kd()
         lc = self.latency
         held_out = lc.num_samples - round(lc.num_samples * (1 - lc.holdout))  # as the latency stage splits them
         if min(held_out, lc.num_samples - held_out) < 2:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mosnas.config.settings import SEED, num, one_of
+from mosnas.errors import ConfigError
 
 GENERATORS = ("shared", "layer", "neuron", "kshot")
 ROUTER_INPUTS = ("arch", "constant")
@@ -18,6 +19,13 @@ FAMILIES = ("mt", "bert", "nasbert")  # model families (mosnas.family.FAMILIES h
 # sacreBLEU's tokenizers (sacrebleu.metrics.BLEU.TOKENIZERS; a test keeps the two equal); "": by target language
 BLEU_TOKENIZERS = ("", "none", "zh", "13a", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101", "flores200")
 BLEU_TOKENIZERS += ("spBLEU-1K",)
+# Distiller's KD pipeline at GLUE fine-tuning (mosnas.bert.distiller): prediction-layer losses, intermediate
+# representations, layer maps and the per-representation losses
+KD_LOSSES = ("ce", "mse")
+KD_REPRESENTATIONS = ("hidden", "attention", "relations")
+KD_LAYER_MAPS = ("skip", "last", "first")
+KD_HIDDEN_LOSSES = ("mse", "cos", "pkd", "mi")
+KD_ATTENTION_LOSSES = ("mse", "kl")
 
 
 @dataclass(frozen=True)
@@ -194,5 +202,26 @@ class GlueConfig:
     kd_teacher: str = ""  # a classifier folder fine-tuned on the same task (`mosnas glue --save`); "": no KD
     kd_alpha: float = num(0.5, ge=0, le=1)  # loss = (1 - kd_alpha) hard + kd_alpha soft
     kd_temperature: float = num(1.0, gt=0)  # softmax temperature of the soft loss
+    kd_loss: str = one_of("ce", KD_LOSSES)  # prediction-layer KD: ce (KL of the softened distributions) | mse of logits
+    # Distiller's intermediate representations the student also learns from the KD teacher: any of hidden (each
+    # mapped layer's hidden states), attention (their attention distributions), relations (the last layer's
+    # Q-Q/K-K/V-V self-attention relations, MiniLMv2); (): the prediction layer only
+    kd_intermediate: tuple[str, ...] = field(default=(), metadata={"choices": KD_REPRESENTATIONS})
+    kd_layer_map: str = one_of("skip", KD_LAYER_MAPS)  # student layer -> teacher layer: skip (uniform) | last | first
+    kd_hidden_loss: str = one_of("mse", KD_HIDDEN_LOSSES)  # per mapped layer pair: mse | cos | pkd | mi (MI-α)
+    kd_attention_loss: str = one_of("mse", KD_ATTENTION_LOSSES)  # per mapped layer pair: mse | kl (teacher || student)
+    kd_intermediate_weight: float = num(1.0, ge=0)  # loss = prediction-layer KD + this x the intermediate terms' sum
+    kd_mi_alpha: float = num(0.9, ge=0, le=1)  # MI-α's α: 1 = InfoNCE, 0 = TUBA (Distiller's sweeps: mostly 0.9)
     precision: str = one_of("auto", PRECISIONS)  # auto | fp32 | bf16
     threads: int = num(0, ge=0)  # torch intra-op threads; 0: torch's default
+
+    def check_kd(self) -> None:
+        """Raise ConfigError for a KD pipeline that cannot run: intermediate representations without a teacher,
+        or one named twice."""
+        if self.kd_intermediate and not self.kd_teacher:
+            raise ConfigError(
+                f"glue.kd_intermediate={','.join(self.kd_intermediate)} distils from a fine-tuned teacher: "
+                "give glue.kd_teacher (--kd-teacher)"
+            )
+        if len(set(self.kd_intermediate)) != len(self.kd_intermediate):
+            raise ConfigError(f"glue.kd_intermediate names a representation twice: {','.join(self.kd_intermediate)}")

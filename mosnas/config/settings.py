@@ -86,10 +86,11 @@ def check_declared(obj: Any, prefix: str) -> None:
 def check_field(key: str, f: dataclasses.Field, value: Any) -> None:
     if "bounds" in f.metadata:
         f.metadata["bounds"].check(key, value)
-    if "choices" in f.metadata and value not in f.metadata["choices"]:
-        allowed = ", ".join(repr(c) if not c else c for c in f.metadata["choices"])
-        hint = did_you_mean(str(value), f.metadata["choices"])
-        raise ConfigError(f"{key}: unknown value {value!r}; expected one of {allowed}{hint}")
+    for one in value if isinstance(value, tuple) else (value,):  # a list setting: each entry is one of them
+        if "choices" in f.metadata and one not in f.metadata["choices"]:
+            allowed = ", ".join(repr(c) if not c else c for c in f.metadata["choices"])
+            hint = did_you_mean(str(one), f.metadata["choices"])
+            raise ConfigError(f"{key}: unknown value {one!r}; expected one of {allowed}{hint}")
     if "pattern" in f.metadata:
         pattern, expected = f.metadata["pattern"]
         if not re.fullmatch(pattern, value):

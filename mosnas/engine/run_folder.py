@@ -25,7 +25,7 @@ from mosnas.workspace.run_dir import RunDir, remove
 # Keys that may change when a run is resumed (budgets and bookkeeping, not the model or data).
 RESUMABLE_KEYS = set(
     "train.max_steps train.max_minutes train.log_every train.valid_every train.ckpt_every train.keep_last "
-    "train.threads train.tensorboard train.valid_bleu decode latency search finetune eval "
+    "train.threads train.tensorboard train.valid_bleu decode latency search finetune eval glue "
     "nasbert.distill_steps nasbert.distill_minutes nasbert.distill_lr".split()  # NAS-BERT's KD of a pick
 )
 

@@ -6,7 +6,9 @@ latency with the embeddings), the table's top `nasbert.top` run whole and the be
 whole beside the table's sum -> results.json and summary.md.
 
 With `nasbert.distill_steps` / `distill_minutes`, each pick is distilled end to end before its export (the paper's
-task-agnostic KD stage; mosnas.bert.nasbert.distill). Not here yet (issue 27): the picks' GLUE scores in the run."""
+task-agnostic KD stage; mosnas.bert.nasbert.distill). With `glue.tasks`, each export is then fine-tuned on them with
+the run's `glue` recipe, the same harness and recipe as the BERT family's students (mosnas.bert.glue.stage), and the
+teacher once beside them (`RUN/teacher_glue/`)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mosnas.bert.glue.stage import glue_scores, glue_table
 from mosnas.bert.nasbert import select
 from mosnas.bert.nasbert.distill import distill_whole
 from mosnas.bert.nasbert.latency import check_table
@@ -76,6 +79,34 @@ def _distill_inputs(cfg: Config) -> tuple[Any, Any, Any] | None:
     return teacher, train_text, held
 
 
+def _export_pick(cfg: Config, run: Any, name: str, got: dict[str, Any], data: Any, table: dict[str, Any],
+                 vocab: int, kd_inputs: tuple[Any, Any, Any] | None, progress: bool) -> dict[str, Any]:  # fmt: skip
+    """The pick `got` (select.pick) of budget `name` as a standalone encoder, distilled end to end when
+    `kd_inputs`, exported to `export/<name>/` (safetensors, ONNX checked against PyTorch) and measured whole: the
+    budget's results row without its budget."""
+    arch, nb = tuple(got["arch"]), cfg.nasbert
+    model = select.standalone(run.net, arch, data, vocab)
+    kd = None
+    if kd_inputs:  # the paper's first KD stage (mosnas.bert.nasbert.distill), before the export
+        kd = distill_whole(model, *kd_inputs, nb.distill_steps, nb.distill_minutes, nb.distill_lr, cfg.train.seed,
+                           progress)  # fmt: skip
+    out = RunDir(cfg.run_dir).export(name)
+    save_model(model, out, arch, run.tokenizer)
+    row = {
+        "name": name,
+        "kind": "search",
+        **{k: v for k, v in got.items() if k != "candidates"},
+        "candidates_run_whole": len(got["candidates"]),
+        "layers_kept": len(model.layers),
+        "measured_latency_ms": check_table(run.space, [arch], table, vocab)["archs"][0]["measured_ms"],
+        "onnx_max_abs_diff": _onnx_check(model, out, vocab),
+        "model_dir": f"export/{name}",
+    }
+    if kd:
+        row["distill"] = {k: v for k, v in kd.items() if k != "losses"} | {"last_loss": kd["losses"][-1]}
+    return row
+
+
 def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole NAS-BERT pipeline for `cfg` (a stopped training continues where it stopped)."""
     t0 = time.perf_counter()
@@ -95,36 +126,18 @@ def run_nasbert(cfg: Config, force: bool = False, progress: bool = True) -> dict
     record = made_from(checkpoint=run.checkpoint, heldout={"sequences": data.sequences, "seed": cfg.search.seed})
     write_json(rd.root / "search" / "nasbert_table.json", {"blocks": [t.to_rows() for t in tables], **record})
     vocab = run.tokenizer.vocab_size if hasattr(run.tokenizer, "vocab_size") else len(run.tokenizer)
-    rows, kd_inputs, nb = [], _distill_inputs(cfg), cfg.nasbert
+    rows, kd_inputs = [], _distill_inputs(cfg)
     for name, (max_params, max_ms) in budgets(cfg).items():
         say(f"select {name}: top {cfg.nasbert.top} by the table, run whole, export")
         got = select.pick(run.net, tables, data, table, max_params, max_ms, cfg.nasbert.top)
         write_json(rd.search(name), {**got, "max_params": max_params, "budget_ms": max_ms, **record})
-        arch = tuple(got["arch"])
-        model = select.standalone(run.net, arch, data, vocab)
-        kd = None
-        if kd_inputs:  # the paper's first KD stage (mosnas.bert.nasbert.distill), before the export
-            kd = distill_whole(model, *kd_inputs, nb.distill_steps, nb.distill_minutes, nb.distill_lr,
-                               cfg.train.seed, progress)  # fmt: skip
-        out = rd.export(name)
-        save_model(model, out, arch, run.tokenizer)
-        diff = _onnx_check(model, out, vocab)
-        measured = check_table(space, [arch], table, vocab)["archs"][0]
-        row = {
-            "name": name,
-            "kind": "search",
-            "max_params": max_params,
-            "budget_ms": max_ms,
-            **{k: v for k, v in got.items() if k != "candidates"},
-            "candidates_run_whole": len(got["candidates"]),
-            "layers_kept": len(model.layers),
-            "measured_latency_ms": measured["measured_ms"],
-            "onnx_max_abs_diff": diff,
-            "model_dir": f"export/{name}",
-        }
-        if kd:
-            row["distill"] = {k: v for k, v in kd.items() if k != "losses"} | {"last_loss": kd["losses"][-1]}
-        write_json(out / "export.json", {**row, "family": "nasbert", "run": str(rd.root.resolve()), **record})
+        row = _export_pick(cfg, run, name, got, data, table, vocab, kd_inputs, progress)
+        row |= {"max_params": max_params, "budget_ms": max_ms}
+        where = {"family": "nasbert", "run": str(rd.root.resolve())}
+        write_json(rd.export(name) / "export.json", {**row, **where, **record})
+        if cfg.glue.tasks:
+            say(f"GLUE {name}: {', '.join(cfg.glue.tasks)} with the run's recipe (and the teacher's, once)")
+            row["glue"] = glue_scores(rd.export(name), cfg, progress, None)
         rows.append(row)
     results = {"name": cfg.name, "family": "nasbert", "steps": run.step, "latency_table": table, "results": rows}
     results["wall_s_this_call"] = round(time.perf_counter() - t0, 1)
@@ -155,4 +168,5 @@ def summary(cfg: Config, results: dict[str, Any]) -> str:
         f"Latency: batch {p['batch']}, {p['seq_len']} tokens, {p['threads']} thread(s), the table's sum "
         "of per-op medians beside the exported encoder measured whole.",
     ]
-    return "\n".join(lines) + "\n"
+    glue = glue_table(results["results"])  # the same table (and teacher row) as the BERT family's summary
+    return "\n".join(lines + (["", *glue] if glue else [])) + "\n"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mosnas.bert.distiller.pipeline import check_pipeline, shapes
 from mosnas.bert.glue.data import Task, load_task
 from mosnas.bert.glue.metrics import METRICS, mean_std, score, summary_line
 from mosnas.bert.glue.recipe import recipe
@@ -146,10 +147,17 @@ def plan(
         raise ConfigError(f"{loaded.name}: unknown metric {unknown[0]!r}; expected one of {', '.join(METRICS)}")
     teacher = teacher_folder(gc.kd_teacher, loaded.name) if gc.kd_teacher else None
     kd = _check_teacher(teacher, loaded) if teacher else None
+    gc.check_kd()
+    if gc.kd_intermediate:  # the layer map, and attention in every layer where it is asked for
+        check_pipeline(gc, *shapes(Path(model_dir), teacher), where=str(model_dir))
     for name, rec in [(model_dir, model), (teacher, kd or {})]:
         if (rec.get("max_positions") or gc.max_seq_len) < gc.max_seq_len:
             raise ConfigError(f"max_seq_len {gc.max_seq_len} exceeds the {rec['max_positions']} positions of {name}")
-    skip = {"tasks", "threads", "data", "kd_teacher"} | ({"kd_alpha", "kd_temperature"} if not kd else set())
+    kd_keys = {f.name for f in dataclasses.fields(gc) if f.name.startswith("kd_")}
+    inter = kd_keys - {"kd_teacher", "kd_alpha", "kd_temperature", "kd_loss"}  # recorded only when in use
+    skip = {"tasks", "threads", "data"} | (
+        kd_keys if not kd else {"kd_teacher"} | (set() if gc.kd_intermediate else inter)
+    )
     record = made_from(
         model=model,
         task={"name": loaded.name, "spec": dataclasses.asdict(loaded.spec), "labels": list(loaded.labels)},

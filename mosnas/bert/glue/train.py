@@ -4,10 +4,8 @@ AdamW with linear warm-up and decay, dynamic padding, optional knowledge distill
 The recipe is BERT's (Devlin et al. 2019, appendix A.3): AdamW without weight decay on biases and LayerNorm
 weights, linear warm-up over a fraction of the steps then linear decay to 0
 (`transformers.get_linear_schedule_with_warmup`), gradient norm clipped at 1, the dev metric of the final
-model. KD at fine-tuning as in the MoS paper: loss = (1 - a) * hard CE + a * soft CE, soft CE =
--sum softmax(t / T) * log softmax(s / T), times T^2 (Hinton et al. 2015) so that its gradient scale does not
-depend on T; the paper uses a = 0.5, T = 1. Regression (STS-B): MSE to the gold score, and with KD
-MSE to the teacher's prediction."""
+model. KD at fine-tuning (mosnas.bert.glue.kd): the MoS paper's (1 - a) hard + a soft at the prediction layer,
+and with `glue.kd_intermediate` Distiller's intermediate terms from the teacher run beside the student."""
 
 from __future__ import annotations
 
@@ -20,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mosnas.bert.glue.data import Example, Task, subset
+from mosnas.bert.glue.kd import kd_loss, load_teacher_model, pipeline_for, step_outputs
 from mosnas.bert.glue.metrics import compute, metric_key, score
 from mosnas.config import GlueConfig
-from mosnas.errors import TrainingError
+from mosnas.errors import ConfigError, TrainingError
 from mosnas.hardware import Precision
 from mosnas.workspace.records import write_json
 
@@ -44,6 +42,7 @@ class Prepared:
     dev: dict[str, Encoded]  # per dev split
     gold: dict[str, list[float] | list[int]]
     teacher: torch.Tensor | None = None  # (N_train, num_labels) outputs of the fine-tuned teacher
+    teacher_model: Any = None  # the fine-tuned teacher itself, for glue.kd_intermediate (same token ids)
 
     @property
     def pad_id(self) -> int:
@@ -131,25 +130,14 @@ def prepare(
         enc = encode(t_tok, train, gc.max_seq_len)
         out = predict(t_model.to(device), enc, 2 * gc.batch_size, t_tok.pad_token_id or 0, device, precision)
         data.teacher = torch.from_numpy(out)
+        if gc.kd_intermediate:  # the teacher runs on the student's batches: the ids must mean the same tokens
+            if enc["input_ids"] != data.train["input_ids"]:
+                raise ConfigError(
+                    f"glue.kd_intermediate: {teacher} tokenizes the training set differently from {model_dir}; "
+                    "intermediate KD needs one tokenizer"
+                )
+            data.teacher_model = load_teacher_model(teacher, device)
     return data
-
-
-def kd_loss(
-    logits: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None, regression: bool, gc: GlueConfig
-) -> torch.Tensor:
-    """The fine-tuning loss of a batch: logits (B, C) or (B, 1), target (B,), teacher outputs like logits."""
-    logits = logits.float()
-    if regression:
-        pred = logits.squeeze(-1)
-        hard = F.mse_loss(pred, target)
-        soft = F.mse_loss(pred, teacher.squeeze(-1)) if teacher is not None else None
-    else:
-        hard = F.cross_entropy(logits, target)
-        soft = None
-        if teacher is not None:
-            t = gc.kd_temperature
-            soft = -(F.softmax(teacher / t, -1) * F.log_softmax(logits / t, -1)).sum(-1).mean() * t * t
-    return hard if soft is None else (1 - gc.kd_alpha) * hard + gc.kd_alpha * soft
 
 
 def load_classifier(model_dir: Path, task: Task) -> tuple[Any, list[str]]:
@@ -202,7 +190,8 @@ def train_run(
     torch.manual_seed(seed)
     model, new_weights = load_classifier(model_dir, task)
     model.to(data.device)
-    steps, losses, train_s = _loop(model, task, data, gc, lr, seed, precision, progress)
+    pipeline = pipeline_for(gc, model, data.teacher_model) if data.teacher_model is not None else None
+    steps, losses, train_s = _loop(model, task, data, gc, lr, seed, precision, progress, pipeline)
     metrics: dict[str, float] = {}
     for split, enc in data.dev.items():
         out = predict(model, enc, 2 * gc.batch_size, data.pad_id, data.device, precision)
@@ -237,15 +226,26 @@ def epoch_batches(lengths: list[int], batch_size: int, buckets: int, gen: torch.
 
 
 def _loop(
-    model: Any, task: Task, data: Prepared, gc: GlueConfig, lr: float, seed: int, precision: Precision, progress: bool
+    model: Any,
+    task: Task,
+    data: Prepared,
+    gc: GlueConfig,
+    lr: float,
+    seed: int,
+    precision: Precision,
+    progress: bool,
+    pipeline: Any = None,
 ) -> tuple[int, list[float], float]:
-    """The training steps: ceil(epochs * batches per epoch), reshuffled each epoch. Returns the number of
-    steps, the loss of each step and the seconds spent."""
+    """The training steps: ceil(epochs * batches per epoch), reshuffled each epoch; with a KD `pipeline`
+    (mosnas.bert.distiller.pipeline.KDPipeline) its intermediate terms join the loss and its own parameters the
+    optimizer. Returns the number of steps, the loss of each step and the seconds spent."""
     from transformers import get_linear_schedule_with_warmup
 
     n, device = len(data.targets), data.device
     steps = max(1, math.ceil(gc.epochs * math.ceil(n / gc.batch_size)))
     opt = _optimizer(model, gc, lr)
+    if pipeline is not None:  # projections / MI-α critics, trained with the student
+        opt.add_param_group({"params": list(pipeline.parameters()), "weight_decay": 0.0})
     sched = get_linear_schedule_with_warmup(opt, round(gc.warmup * steps), steps)
     targets = torch.tensor(data.targets, dtype=torch.float32 if task.regression else torch.long)
     gen = torch.Generator().manual_seed(seed)
@@ -259,14 +259,17 @@ def _loop(
             order = epoch_batches(lengths, gc.batch_size, gc.length_buckets, gen)
         idx, order = order[0], order[1:]
         with autocast(device, precision):
-            logits = model(**collate(data.train, idx, data.pad_id, device)).logits
+            logits, terms = step_outputs(model, collate(data.train, idx, data.pad_id, device), pipeline,
+                                         data.teacher_model)  # fmt: skip
         teacher = data.teacher[idx].to(device) if data.teacher is not None else None
         loss = kd_loss(logits, targets[idx].to(device), teacher, task.regression, gc)
+        if terms:
+            loss = loss + gc.kd_intermediate_weight * torch.stack([v.float() for v in terms.values()]).sum()
         if not torch.isfinite(loss):
             raise TrainingError(f"{task.name}: the loss is {loss.item()} at step {step + 1} (lower the lr)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())

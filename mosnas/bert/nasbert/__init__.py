@@ -59,8 +59,8 @@ def _teacher_config(cfg: Config) -> Any:
 
 
 def check_inputs(cfg: Config) -> None:
-    """Text splits and the teacher, checked against the space before a run folder is made: the residual stream is
-    the teacher's hidden size and every block ends on a whole teacher layer."""
+    """Text splits, the teacher and the GLUE tasks, checked before a run folder is made: the residual stream is the
+    teacher's hidden size, every block ends on a whole teacher layer, every `glue.tasks` has train and dev splits."""
     from mosnas.bert.data import text_files
 
     for split in (cfg.data.train, cfg.data.valid):
@@ -79,6 +79,9 @@ def check_inputs(cfg: Config) -> None:
             f"train.sampling={cfg.train.sampling}: NAS-BERT trains one sampled path per block and step "
             "(train.sampling=uniform), or one fixed arch"
         )
+    from mosnas.bert.glue.stage import check_glue
+
+    check_glue(cfg)  # every GLUE task of the run's final stage, before hours of training
 
 
 def prepare(cfg: Config, run_dir: Path) -> None:

@@ -156,7 +156,9 @@ class NasBertPreTrainedModel(PreTrainedModel):
 
 
 class NasBertModel(NasBertPreTrainedModel):
-    """forward(input_ids, attention_mask, token_type_ids) -> last_hidden_state (B, T, C), pooler_output (B, C)."""
+    """forward(input_ids, attention_mask, token_type_ids, output_hidden_states) -> last_hidden_state (B, T, C),
+    pooler_output (B, C); with output_hidden_states, hidden_states: the embeddings' output and each sublayer's,
+    1 + len(ops) tensors (B, T, C), as BertModel's (one per sublayer, not per MHA + FFN pair)."""
 
     def __init__(self, config: NasBertConfig):
         super().__init__(config)
@@ -168,14 +170,18 @@ class NasBertModel(NasBertPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                **kwargs) -> BaseModelOutputWithPooling:  # fmt: skip
+                output_hidden_states: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:  # fmt: skip
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         x = self.embeddings(input_ids, token_type_ids)
         x = F.dropout(x, self.config.hidden_dropout_prob, self.training)
+        states = [x]
         for layer in self.layers:
             x = layer(x, attention_mask)
-        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=torch.tanh(self.pooler(x[:, 0])))
+            states.append(x)
+        pooled = torch.tanh(self.pooler(x[:, 0]))
+        hidden = tuple(states) if output_hidden_states else None
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden)
 
 
 class NasBertForSequenceClassification(NasBertPreTrainedModel):
@@ -190,16 +196,17 @@ class NasBertForSequenceClassification(NasBertPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                labels: Tensor | None = None, **kwargs) -> SequenceClassifierOutput:  # fmt: skip
-        pooled = self.nasbert(input_ids, attention_mask, token_type_ids).pooler_output
-        logits = self.classifier(self.dropout(pooled))
+                labels: Tensor | None = None, output_hidden_states: bool | None = None,
+                **kwargs) -> SequenceClassifierOutput:  # fmt: skip
+        out = self.nasbert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))
         loss = None
         if labels is not None:
             if self.num_labels == 1:
                 loss = F.mse_loss(logits.squeeze(-1), labels.float())
             else:
                 loss = F.cross_entropy(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
 AUTO_MAP = {
