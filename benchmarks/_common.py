@@ -26,6 +26,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def relative(path: str | Path) -> str:
+    """A path as a results file records it: relative to the repository when inside it, else its name only (no
+    machine's absolute paths in results)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def write(name: str, meta: dict[str, Any], rows: list[dict[str, Any]], markdown: list[str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

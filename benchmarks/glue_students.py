@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, write  # noqa: E402
+from _common import ROOT, machine, relative, write  # noqa: E402
 
 from mosnas.bert.glue.data import load_task  # noqa: E402
 from mosnas.bert.glue.harness import finetune, model_record  # noqa: E402
@@ -43,12 +43,6 @@ def parameters(model_dir: Path) -> int | None:
         return None
     with safe_open(str(path), "pt") as f:
         return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
-
-
-def _rel(path: Path) -> str:
-    """A path as the results file records it: relative to the repository when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
 def models(specs: list[str], teacher: bool) -> dict[str, Path]:
@@ -128,11 +122,13 @@ def main() -> None:
             print(f"{name}: {r['summary']}", flush=True)
             results[task] = r
         score = round(statistics.fmean(r["score"] for r in results.values()), 2)
-        rows.append({"model": name, "folder": _rel(folder), "parameters": parameters(folder), "kd": kd, "score": score})
+        rows.append(
+            {"model": name, "folder": relative(folder), "parameters": parameters(folder), "kd": kd, "score": score}
+        )
         rows[-1]["tasks"] = {
             t: {k: r[k] for k in ("metrics", "std", "lr", "steps", "wall_s")} for t, r in results.items()
         }
-        rows[-1]["results"] = {t: _rel(where / "glue" / t / "result.json") for t in results}
+        rows[-1]["results"] = {t: relative(where / "glue" / t / "result.json") for t in results}
         rows[-1]["_cells"] = {t: cell(r) for t, r in results.items()}
     report(args, gc, rows)
 

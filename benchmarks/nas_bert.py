@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bert_students  # noqa: E402
-from _common import RESULTS, ROOT, machine, write  # noqa: E402
+from _common import RESULTS, ROOT, machine, relative, write  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "nas_bert"
 SUBSPACES = [f"configs/spaces/bert_autodistil_{k}.yaml" for k in ("tiny", "small", "base")]
@@ -50,11 +50,6 @@ def counts(folder: Path) -> tuple[int, int]:
             total += n
             layers += 0 if ("embeddings." in key or "pooler." in key) else n
     return total, layers
-
-
-def rel(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def distill(args: argparse.Namespace) -> dict[str, float]:
@@ -159,7 +154,7 @@ def report(args: argparse.Namespace, rows: dict[str, dict[str, Any]], scores: di
     lines += ["", "Runs (wall minutes of each command, search and export included): "
               + ", ".join(f"{k} {v / 60:.1f}" for k, v in walls.items()) + "."]  # fmt: skip
     lines += ["", f"Command: `python benchmarks/nas_bert.py {' '.join(sys.argv[1:])}`"]
-    out = [{"model": k, **{a: (rel(b) if a == "folder" else b) for a, b in v.items()}} for k, v in rows.items()]
+    out = [{"model": k, **{a: (relative(b) if a == "folder" else b) for a, b in v.items()}} for k, v in rows.items()]
     meta = {**machine(), "command": " ".join(["python", "benchmarks/nas_bert.py", *sys.argv[1:]]), "walls_s": walls}
     meta |= {"minutes": args.minutes, "kd_minutes": args.kd_minutes, "compute_matched_by": "distillation wall time"}
     write("nas_bert", meta, out, lines)

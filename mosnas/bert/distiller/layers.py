@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
+from mosnas.config.sections import KD_LAYER_MAPS
 from mosnas.errors import ConfigError
 
-LAYER_MAPS = ("skip", "last", "first")
+LAYER_MAPS = KD_LAYER_MAPS  # the choices of glue.kd_layer_map
 
 
 def layer_map(strategy: str, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:

@@ -27,10 +27,6 @@ from torch import Tensor
 
 from mosnas.bert.distill import hidden_mse
 
-KD_LOSSES = ("ce", "mse")
-HIDDEN_LOSSES = ("mse", "cos", "pkd", "mi")
-ATTENTION_LOSSES = ("mse", "kl")
-
 
 def logit_loss(student: Tensor, teacher: Tensor, kind: str, temperature: float = 1.0) -> Tensor:
     """Prediction-layer KD between logits (B, C) (regression: (B, 1)), a scalar. kind: `ce` or `mse` (above); a

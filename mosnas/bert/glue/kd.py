@@ -10,7 +10,6 @@ loss += glue.kd_intermediate_weight * their sum."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,23 +31,6 @@ def kd_loss(
         return hard
     soft = logit_loss(logits, teacher.float(), gc.kd_loss, gc.kd_temperature)
     return (1 - gc.kd_alpha) * hard + gc.kd_alpha * soft
-
-
-def load_teacher_model(folder: Path, device: torch.device) -> Any:
-    """The fine-tuned KD teacher (a sequence classifier folder), in eval mode, for the intermediate terms."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging
-
-    from mosnas.bert.nasbert.hf_modeling import register
-
-    register()
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
-    finally:
-        logging.set_verbosity(level)
-    return model.to(device).eval()
 
 
 def pipeline_for(gc: GlueConfig, student: Any, teacher: Any) -> KDPipeline | None:

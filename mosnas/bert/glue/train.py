@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mosnas.bert.glue.data import Example, Task, subset
-from mosnas.bert.glue.kd import kd_loss, load_teacher_model, pipeline_for, step_outputs
+from mosnas.bert.glue.kd import kd_loss, pipeline_for, step_outputs
 from mosnas.bert.glue.metrics import compute, metric_key, score
 from mosnas.config import GlueConfig
 from mosnas.errors import ConfigError, TrainingError
@@ -136,7 +136,7 @@ def prepare(
                     f"glue.kd_intermediate: {teacher} tokenizes the training set differently from {model_dir}; "
                     "intermediate KD needs one tokenizer"
                 )
-            data.teacher_model = load_teacher_model(teacher, device)
+            data.teacher_model = t_model  # on `device` and in eval mode (predict)
     return data
 
 
